@@ -1,0 +1,1 @@
+"""rmq_common: message model, property codec, stored-record codec, message ids and topic naming."""
