@@ -31,7 +31,7 @@ setup(
         language_level=3,
         compiler_directives={
             "boundscheck": False,
-            "wraparound": False,
+            "wraparound": True,   # list[-1] in the orchestration code; hot loops use pointers
             "cdivision": True,
             "initializedcheck": False,
         },

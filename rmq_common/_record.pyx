@@ -247,7 +247,7 @@ def host_bytes(host) -> bytes:
     return packed + int(port).to_bytes(4, "big", signed=True)
 
 
-def _host_from(const unsigned char *p, int32_t n):
+cdef object _host_from(const unsigned char *p, int32_t n):
     raw = PyBytes_FromStringAndSize(<const char *>p, n)
     return (str(ipaddress.ip_address(raw[:n - 4])), int.from_bytes(raw[n - 4:], "big", signed=True))
 

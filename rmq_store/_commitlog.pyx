@@ -202,6 +202,9 @@ cdef class Dispatcher:
     cdef public int64_t index_skip_below   # records below this offset are already indexed
     cdef public int64_t dispatched_to       # commitlog offset after the last dispatched record
     cdef public int64_t last_store_ts
+    # Recovery replay: a record for a queue with no files but a queue offset > 0 means the queue's files
+    # were lost; raise so the store rebuilds every queue from the commitlog's start.
+    cdef public bint strict
     cdef int64_t[::1] delay_ms              # delay level (1-based) → ms, for SCHEDULE_TOPIC tags codes
     cdef ConsumeQueue last_cq
     cdef bytes last_topic
@@ -251,6 +254,7 @@ cdef class Dispatcher:
         cdef Py_ssize_t i, s
         cdef const unsigned char *props = p + rv.props_off
         cdef const unsigned char *k
+        cdef ConsumeQueue cq
         scan_properties(props, rv.props_len, &ps)
         if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK:
             if (rv.topic_len == 19 and memcmp(p + rv.topic_off, <const char *>SCHEDULE_TOPIC, 19) == 0
@@ -265,8 +269,11 @@ cdef class Dispatcher:
                 tags_code = rv.store_timestamp + (self.delay_ms[level - 1] if level >= 1 else 0)
             elif ps.tags_len > 0:
                 tags_code = java_hash_utf8(props + ps.tags_off, ps.tags_len, 0)
-            self._queue(p + rv.topic_off, rv.topic_len, rv.queue_id).put_unit(
-                rv.phy_offset, rv.total_size, tags_code, rv.queue_offset)
+            cq = self._queue(p + rv.topic_off, rv.topic_len, rv.queue_id)
+            if self.strict and rv.queue_offset > 0 and not cq.files:
+                from rmq_store._mapped import CorruptFileError
+                raise CorruptFileError(f"consume queue {cq.topic}-{cq.queue_id} lost its files")
+            cq.put_unit(rv.phy_offset, rv.total_size, tags_code, rv.queue_offset)
         if self.index_enabled and tx != SYSFLAG_TX_ROLLBACK and rv.phy_offset > self.index_skip_below \
                 and (ps.keys_len > 0 or ps.uniq_len > 0):
             seed = java_hash_utf8(p + rv.topic_off, rv.topic_len, 0)

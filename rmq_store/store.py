@@ -1,0 +1,617 @@
+"""MessageStore: the store engine's public facade.
+
+    store root/
+      commitlog/<20-digit offset>                  the log: every message, RocketMQ's stored layout
+      consumequeue/<topic>/<queueId>/<20 digits>   per-queue units → commitlog offsets (derived)
+      index/<yyyyMMddHHmmssSSS>                    key → commitlog offsets (derived)
+      checkpoint                                   flush progress, where abnormal recovery starts
+      abort                                        present while open: a crash leaves it behind
+      lock                                         one process per store root
+
+Consume queues and the index are written in the same call as the commitlog append (the dispatcher runs on
+the bytes just written), so a read sees a message as soon as its put returns. After a crash they are
+replayed from the commitlog; they can always be rebuilt from it.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+
+from rmq_common._record import decode_record, host_bytes, java_hash, record_keys
+from rmq_common.properties import encode_properties
+from rmq_common.topic import validate_topic
+from rmq_store._commitlog import (
+    Dispatcher, MessageTooLargeError, append_batch, first_store_timestamp, gather, record_size_at,
+    store_timestamp_at, validate_batch,
+)
+from rmq_store._consumequeue import ConsumeQueue
+from rmq_store._mapped import CorruptFileError, DiskFullError, StoreError
+from rmq_store.checkpoint import StoreCheckpoint
+from rmq_store.commitlog import MappedFileQueue
+from rmq_store.config import FlushDiskType, StoreConfig
+from rmq_store.flush import FlushService
+from rmq_store.index_service import IndexService
+from rmq_store.results import GetResult, PutResult, QueryResult, RecoveryReport
+from rmq_store.retention import RetentionReport, RetentionService
+from rmq_store.status import GetStatus, PutStatus
+
+log = logging.getLogger("rmq.store")
+
+MAX_SCAN_UNITS = 16000 // 20 * 20   # units a filtered read may pass over in one call (RocketMQ: 16000 B)
+_RC_NAMES = {0: None, 2: None, -1: "bad magic code", -2: "inconsistent record sizes", -3: "body CRC mismatch",
+             -4: "physical offset field does not match the position", -5: "record cut off"}
+
+
+class StoreClosedError(StoreError):
+    """The store is not open."""
+
+
+class StoreLockedError(StoreError):
+    """Another process has this store root open."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MessageStore:
+    """A durable log of RocketMQ stored records with per-queue indexes and key lookup.
+
+    Thread model: puts are serialised by one lock (as RocketMQ's putMessageLock); reads may run from any
+    thread at any time; a flush thread and a retention thread run in the background while open.
+    """
+
+    def __init__(self, config: StoreConfig | None = None, *, clock_ms: Callable[[], int] = _now_ms,
+                 **overrides) -> None:
+        config = config or StoreConfig()
+        if overrides:
+            config = config.replace(**overrides)
+        self.config = config
+        self._clock_ms = clock_ms
+        root = config.store_path_root_dir
+        self.root = root
+        self.commitlog = MappedFileQueue(os.path.join(root, "commitlog"), config.mapped_file_size_commitlog,
+                                         warm=config.warm_mapped_file_enable)
+        self.index = IndexService(os.path.join(root, "index"), config.max_hash_slot_num, config.max_index_num)
+        self.checkpoint: StoreCheckpoint | None = None
+        self._queues: dict[tuple[str, int], ConsumeQueue] = {}
+        self._queues_lock = threading.Lock()
+        self._put_lock = threading.Lock()
+        self._topic_cache: dict[str, bytes] = {}
+        self._host_cache: dict[tuple[str, int], bytes] = {}
+        self._store_host = host_bytes(config.store_host)
+        self._dispatcher: Dispatcher | None = None
+        self._flush: FlushService | None = None
+        self._retention: RetentionService | None = None
+        self._lock_fd = -1
+        self._open = False
+        self.last_store_timestamp = 0
+        self.recovery: RecoveryReport | None = None
+        # Called after each put with (topic, queue_id, new max offset): long polling hooks in here.
+        self.arrival_listeners: list[Callable[[str, int, int], None]] = []
+
+    # ------------------------------------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------------------------------------
+    def __enter__(self) -> "MessageStore":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def open(self) -> RecoveryReport:
+        """Load files, recover (normally or after a crash), start the flush and retention threads."""
+        if self._open:
+            raise StoreError("store is already open")
+        cfg = self.config
+        os.makedirs(self.root, exist_ok=True)
+        self._take_lock()
+        try:
+            abnormal = os.path.exists(os.path.join(self.root, "abort"))
+            self.checkpoint = StoreCheckpoint(os.path.join(self.root, "checkpoint"))
+            self.commitlog.load()
+            self.index.load()
+            self._load_queues()
+            self._dispatcher = Dispatcher(self._queue_for, self.index.roll,
+                                          self.index.files[-1] if self.index.files else None,
+                                          cfg.message_index_enable, cfg.delay_levels_ms)
+            if self._dispatcher.index is None and cfg.message_index_enable:
+                self._dispatcher.index = self.index.roll()
+            self.recovery = self._recover(abnormal)
+            with open(os.path.join(self.root, "abort"), "wb"):
+                pass
+            self.commitlog.prepare_next() if self.commitlog.files else None
+            self._flush = FlushService(self, cfg.flush_disk_type is FlushDiskType.SYNC_FLUSH,
+                                       cfg.flush_interval_ms if cfg.flush_disk_type is FlushDiskType.ASYNC_FLUSH
+                                       else 10, cfg.flush_consume_queue_interval_ms)
+            self._flush.start()
+            self._retention = RetentionService(self)
+            self._retention.start()
+            self._open = True
+        except BaseException:
+            self._release_files()
+            raise
+        return self.recovery
+
+    def close(self) -> None:
+        """Flush everything, write the checkpoint, remove the abort marker and unmap files.
+
+        Views handed out by reads stay valid until released: files unmap when their last view goes."""
+        if not self._open:
+            return
+        with self._put_lock:
+            self._open = False
+        if self._retention is not None:
+            self._retention.stop()
+        if self._flush is not None:
+            self._flush.stop()        # its last round flushes the commitlog, queues, index, checkpoint
+        self._release_files()
+        try:
+            os.unlink(os.path.join(self.root, "abort"))
+        except FileNotFoundError:
+            pass
+
+    def _release_files(self) -> None:
+        self.commitlog.close()
+        for cq in self._queues.values():
+            cq.close()
+        self.index.close()
+        if self.checkpoint is not None:
+            self.checkpoint.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _take_lock(self) -> None:
+        fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(f"{self.root} is open in another process") from None
+        self._lock_fd = fd
+
+    def _flush_logics(self) -> None:
+        """Flush consume queues and the index, then the checkpoint (called by the flush thread)."""
+        ts = self._dispatcher.last_store_ts if self._dispatcher is not None else 0
+        for cq in list(self._queues.values()):
+            cq.flush()
+        self.index.flush()
+        if ts and self.checkpoint is not None:
+            self.checkpoint.logics_msg_timestamp = ts
+            self.checkpoint.index_msg_timestamp = ts
+        if self.checkpoint is not None:
+            self.checkpoint.flush()
+
+    # ------------------------------------------------------------------------------------------------
+    # Consume queues
+    # ------------------------------------------------------------------------------------------------
+    def _cq_root(self) -> str:
+        return os.path.join(self.root, "consumequeue")
+
+    def _load_queues(self) -> None:
+        root = self._cq_root()
+        if not os.path.isdir(root):
+            return
+        for topic in sorted(os.listdir(root)):
+            tdir = os.path.join(root, topic)
+            if not os.path.isdir(tdir):
+                continue
+            for qid in sorted(os.listdir(tdir)):
+                if not qid.isdigit():
+                    continue
+                cq = ConsumeQueue(root, topic, int(qid), self.config.mapped_file_size_consume_queue // 20)
+                cq.load()
+                self._queues[(topic, int(qid))] = cq
+
+    def _queue_for(self, topic: str, queue_id: int) -> ConsumeQueue:
+        cq = self._queues.get((topic, queue_id))
+        if cq is None:
+            with self._queues_lock:
+                cq = self._queues.get((topic, queue_id))
+                if cq is None:
+                    cq = ConsumeQueue(self._cq_root(), topic, queue_id,
+                                      self.config.mapped_file_size_consume_queue // 20)
+                    self._queues[(topic, queue_id)] = cq
+        return cq
+
+    def queues(self) -> list[tuple[str, int]]:
+        """Every (topic, queue id) that has a consume queue."""
+        return sorted(self._queues)
+
+    def topics(self) -> list[str]:
+        return sorted({t for t, _ in self._queues})
+
+    # ------------------------------------------------------------------------------------------------
+    # Recovery
+    # ------------------------------------------------------------------------------------------------
+    def _recover(self, abnormal: bool) -> RecoveryReport:
+        cfg = self.config
+        files = self.commitlog.files
+        if not files:
+            report = RecoveryReport(abnormal=abnormal, scan_from_offset=0, max_phy_offset=0)
+            for cq in self._queues.values():
+                report.consume_queue_units_dropped += cq.truncate_phy(0)
+            return report
+        if abnormal:
+            start = 0
+            floor = self.checkpoint.min_timestamp(cfg.message_index_enable)
+            for i in range(len(files) - 1, -1, -1):
+                ts = first_store_timestamp(files[i])
+                if ts and ts <= floor:
+                    start = i
+                    break
+        else:
+            start = max(0, len(files) - 3)
+        for mf in files[:start]:
+            mf.wrote_position = mf.flushed_position = mf.file_size
+        end, rc, _ = self.commitlog.scan(start, cfg.check_crc_on_recover)
+        report = RecoveryReport(abnormal=abnormal, scan_from_offset=files[start].file_from_offset,
+                                max_phy_offset=end)
+        erased, deleted = self.commitlog.truncate(end)
+        if erased or deleted:
+            report.truncated_from = end
+            report.truncated_bytes = erased
+            report.files_deleted = deleted
+            report.damage = _RC_NAMES.get(rc) or "torn tail"
+            log.warning("recovery truncated %d bytes from commitlog offset %d (%s); deleted %s",
+                        erased, end, report.damage, deleted or "no files")
+        for mf in self.commitlog.files:
+            mf.flushed_position = mf.wrote_position
+        for cq in self._queues.values():
+            report.consume_queue_units_dropped += cq.truncate_phy(end)
+        # Keys of records past the valid end may be in the index: never skip re-indexing what follows.
+        self._dispatcher.index_skip_below = min(self.index.end_phy_offset, end - 1)
+        try:
+            report.records_redispatched = self._redispatch(start, strict=True)
+        except CorruptFileError as exc:
+            log.warning("consume queues disagree with the commitlog (%s): rebuilding them from its start", exc)
+            report.full_rebuild = True
+            report.records_redispatched = self.rebuild_consume_queues(_recovering=True)
+        self.last_store_timestamp = self._dispatcher.last_store_ts
+        return report
+
+    def _redispatch(self, start_index: int, strict: bool) -> int:
+        count = 0
+        self._dispatcher.strict = strict
+        try:
+            for mf in self.commitlog.files[start_index:]:
+                count += self._dispatcher.dispatch(mf, 0, mf.wrote_position)
+        finally:
+            self._dispatcher.strict = False
+        return count
+
+    def rebuild_consume_queues(self, _recovering: bool = False) -> int:
+        """Delete every consume queue and the index and rebuild them from the whole commitlog."""
+        with self._put_lock:
+            if not _recovering and not self._open:
+                raise StoreClosedError("store is closed")
+            with self._queues_lock:
+                for cq in self._queues.values():
+                    cq.destroy()
+                self._queues.clear()
+            self._dispatcher.forget_queues()
+            if self.config.message_index_enable:
+                self.index.destroy()
+                self._dispatcher.index = self.index.roll()
+            self._dispatcher.index_skip_below = -1
+            return self._redispatch(0, strict=False)
+
+    # ------------------------------------------------------------------------------------------------
+    # Writing
+    # ------------------------------------------------------------------------------------------------
+    def _topic_bytes(self, topic: str) -> bytes:
+        b = self._topic_cache.get(topic)
+        if b is None:
+            validate_topic(topic)
+            b = topic.encode("utf-8")
+            if len(self._topic_cache) < 100_000:
+                self._topic_cache[topic] = b
+        return b
+
+    def _host(self, host: tuple[str, int] | None) -> bytes:
+        if host is None:
+            return self._store_host
+        b = self._host_cache.get(host)
+        if b is None:
+            b = host_bytes(host)
+            if len(self._host_cache) < 10_000:
+                self._host_cache[host] = b
+        return b
+
+    def put(self, topic: str, body: bytes, queue_id: int = 0, *, properties: bytes | dict | None = None,
+            tags: str | None = None, keys: str | Iterable[str] | None = None, **kwargs) -> PutResult:
+        """Store one message. ``properties`` is a RocketMQ property string (bytes) or a dict;
+        ``tags``/``keys`` are conveniences that add TAGS/KEYS to it."""
+        if isinstance(properties, dict) or tags is not None or keys is not None:
+            props = dict(properties or {})
+            if tags is not None:
+                props["TAGS"] = tags
+            if keys is not None:
+                props["KEYS"] = keys if isinstance(keys, str) else " ".join(keys)
+            properties = encode_properties(props)
+        return self.put_batch(topic, [bytes(body)], queue_id, properties=properties, **kwargs)
+
+    def put_batch(self, topic: str, bodies: list[bytes], queue_id: int = 0, *,
+                  properties: bytes | list[bytes] | None = None, flag: int = 0, sys_flag: int = 0,
+                  born_timestamp: int | None = None, born_host: tuple[str, int] | None = None,
+                  reconsume_times: int = 0, prepared_transaction_offset: int = 0,
+                  wait_flush: bool = True) -> PutResult:
+        """Store ``bodies`` as consecutive messages of one queue, in one call.
+
+        ``properties``: one property string shared by all, or one per message. Every message is checked
+        before anything is written: a bad one raises MessageTooLargeError/TypeError/ValueError and
+        stores nothing; a full disk raises DiskFullError and stores nothing. With SYNC_FLUSH the call
+        returns once the bytes are on disk (status FLUSH_DISK_TIMEOUT after sync_flush_timeout_ms).
+        """
+        if not self._open:
+            raise StoreClosedError("store is closed")
+        if not isinstance(bodies, list):
+            bodies = list(bodies)
+        n = len(bodies)
+        if n == 0:
+            return PutResult(PutStatus.PUT_OK, count=0)
+        if queue_id < 0:
+            raise ValueError("queue_id must be >= 0")
+        t = self._topic_bytes(topic)
+        bh = self._host(born_host)
+        cfg = self.config
+        with self._put_lock:
+            if not self._open:
+                raise StoreClosedError("store is closed")
+            total = validate_batch(t, bodies, properties, cfg.max_message_size,
+                                   cfg.mapped_file_size_commitlog - 8,
+                                   len(bh) - 8 + len(self._store_host) - 8)
+            cq = self._queue_for(topic, queue_id)
+            self.commitlog.ensure_capacity(total)
+            store_ts = self._clock_ms()
+            born_ts = store_ts if born_timestamp is None else born_timestamp
+            phy = np.empty(n, np.int64)
+            first_queue_offset = cq.max_offset
+            start = 0
+            dispatcher = self._dispatcher
+            while start < n:
+                mf = self.commitlog.writable()
+                before = mf.wrote_position
+                written, full = append_batch(mf, t, queue_id, bodies, properties, flag, sys_flag, born_ts, bh,
+                                             store_ts, self._store_host, reconsume_times,
+                                             prepared_transaction_offset, cq.max_offset, start, phy)
+                if written:
+                    dispatcher.dispatch(mf, before, mf.wrote_position)
+                start += written
+            self.last_store_timestamp = store_ts
+            end = self.commitlog.max_offset
+            new_max = cq.max_offset
+        result = PutResult(PutStatus.PUT_OK, int(phy[0]), first_queue_offset, n, total, store_ts, phy, end)
+        for listener in self.arrival_listeners:
+            listener(topic, queue_id, new_max)
+        if cfg.flush_disk_type is FlushDiskType.SYNC_FLUSH and wait_flush:
+            if not self._flush.wait(end, cfg.sync_flush_timeout_ms / 1000):
+                result.status = PutStatus.FLUSH_DISK_TIMEOUT
+        return result
+
+    def flush(self) -> int:
+        """Make everything appended so far durable now (msync); returns the flushed commitlog offset."""
+        if not self._open:
+            raise StoreClosedError("store is closed")
+        end = self.commitlog.max_offset
+        if not self._flush.wait(end, max(1.0, self.config.sync_flush_timeout_ms / 1000)):
+            raise StoreError(f"flush to {end} did not complete: {self._flush.error or 'timeout'}")
+        return self._flush.flushed_offset
+
+    def request_flush(self, offset: int, callback: Callable[[bool], None]) -> None:
+        """Non-blocking group commit: ``callback(ok)`` runs on the flush thread once ``offset`` is durable."""
+        self._flush.request(offset, callback)
+
+    @property
+    def flushed_offset(self) -> int:
+        return self._flush.flushed_offset if self._flush else self.commitlog.flushed_offset
+
+    # ------------------------------------------------------------------------------------------------
+    # Reading
+    # ------------------------------------------------------------------------------------------------
+    def get_messages(self, topic: str, queue_id: int, offset: int, max_count: int = 32,
+                     max_bytes: int = 4 * 1024 * 1024, tags_codes: set[int] | None = None) -> GetResult:
+        """Up to ``max_count`` records of a queue from ``offset``, as views of the mapped commitlog.
+
+        ``tags_codes``: only records whose consume-queue tags code is in the set (tag hash filtering)."""
+        cq = self._queues.get((topic, queue_id))
+        if cq is None:
+            return GetResult(GetStatus.NO_MATCHED_LOGIC_QUEUE, 0, 0, 0)
+        min_o, max_o = cq.min_offset, cq.max_offset
+        if max_o == 0:
+            return GetResult(GetStatus.NO_MESSAGE_IN_QUEUE, 0, min_o, max_o)
+        if offset < min_o:
+            return GetResult(GetStatus.OFFSET_TOO_SMALL, min_o, min_o, max_o)
+        if offset == max_o:
+            return GetResult(GetStatus.OFFSET_OVERFLOW_ONE, offset, min_o, max_o)
+        if offset > max_o:
+            return GetResult(GetStatus.OFFSET_OVERFLOW_BADLY, min_o if min_o == 0 else max_o, min_o, max_o)
+        max_count = max(1, min(max_count, 1 << 20))
+        files = self.commitlog.files
+        phy = np.empty(max_count, np.int64)
+        sizes = np.empty(max_count, np.int32)
+        qoffs = np.empty(max_count, np.int64)
+        runs = np.empty((max_count, 4), np.int64)
+        found, scanned, total, filtered, missing, nruns = gather(
+            cq, files, self.commitlog.file_size, self.commitlog.min_offset, self.commitlog.max_offset,
+            offset, max_count, max_bytes, max(MAX_SCAN_UNITS, max_count), tags_codes, phy, sizes, qoffs, runs)
+        result = GetResult(GetStatus.FOUND, offset + scanned, min_o, max_o, phy[:found], sizes[:found],
+                           qoffs[:found], total_bytes=total, filtered=filtered)
+        if found:
+            views = {}
+            for fidx, start, end, count in runs[:nruns].tolist():
+                base = views.get(fidx)
+                if base is None:
+                    base = views[fidx] = memoryview(files[fidx]).toreadonly()
+                result.buffers.append(base[start:end])
+                result.buffer_counts.append(count)
+        elif filtered:
+            result.status = GetStatus.NO_MATCHED_MESSAGE
+        elif missing:
+            result.status = GetStatus.MESSAGE_WAS_REMOVING if phy.size and scanned else GetStatus.OFFSET_FOUND_NULL
+        else:
+            result.status = GetStatus.OFFSET_FOUND_NULL
+        return result
+
+    def read_record(self, phy_offset: int) -> memoryview | None:
+        """The stored record at a commitlog offset, as a view (None if no valid record starts there)."""
+        if not (self.commitlog.min_offset <= phy_offset < self.commitlog.max_offset):
+            return None
+        mf = self.commitlog.find(phy_offset)
+        if mf is None:
+            return None
+        rel = phy_offset - mf.file_from_offset
+        size = record_size_at(mf, rel)
+        if size <= 0 or rel + size > mf.wrote_position:
+            return None
+        return memoryview(mf).toreadonly()[rel:rel + size]
+
+    def read_message(self, phy_offset: int):
+        """The record at a commitlog offset decoded into a MessageExt (None if absent)."""
+        rec = self.read_record(phy_offset)
+        return None if rec is None else decode_record(rec)
+
+    def query_message(self, topic: str, key: str, max_num: int = 32, begin_timestamp: int = 0,
+                      end_timestamp: int = (1 << 63) - 1) -> QueryResult:
+        """Records of ``topic`` whose KEYS contain ``key`` or whose UNIQ_KEY is ``key``, stored within
+        [begin_timestamp, end_timestamp] (ms), newest first. Hash collisions are filtered out."""
+        if not self.config.message_index_enable:
+            raise StoreError("the message index is disabled (message_index_enable=False)")
+        out = []
+        seen = set()
+        for phy in self.index.lookup(topic, key, max_num * 4 + 8, begin_timestamp, end_timestamp):
+            if phy in seen:
+                continue
+            seen.add(phy)
+            rec = self.read_record(phy)
+            if rec is None:
+                continue
+            rtopic, keys, uniq = record_keys(rec)
+            if rtopic == topic and (uniq == key or (keys is not None and key in keys.split(" "))):
+                out.append(rec)
+                if len(out) >= max_num:
+                    break
+        last = self.index.files[-1] if self.index.files else None
+        return QueryResult(out, last.end_timestamp if last else 0, last.end_phy_offset if last else 0)
+
+    # ------------------------------------------------------------------------------------------------
+    # Offsets and times
+    # ------------------------------------------------------------------------------------------------
+    def min_offset(self, topic: str, queue_id: int) -> int:
+        cq = self._queues.get((topic, queue_id))
+        return cq.min_offset if cq else 0
+
+    def max_offset(self, topic: str, queue_id: int) -> int:
+        cq = self._queues.get((topic, queue_id))
+        return cq.max_offset if cq else 0
+
+    @property
+    def min_phy_offset(self) -> int:
+        return self.commitlog.min_offset
+
+    @property
+    def max_phy_offset(self) -> int:
+        return self.commitlog.max_offset
+
+    def _unit_store_time(self, cq: ConsumeQueue, offset: int) -> int:
+        unit = cq.unit(offset)
+        if unit is None or unit[1] == 0x7FFFFFFF:
+            return -1
+        mf = self.commitlog.find(unit[0])
+        return -1 if mf is None else store_timestamp_at(mf, unit[0] - mf.file_from_offset)
+
+    def store_time(self, topic: str, queue_id: int, offset: int) -> int:
+        """Store time (ms) of the message at a queue offset (-1 if it is gone)."""
+        cq = self._queues.get((topic, queue_id))
+        return -1 if cq is None else self._unit_store_time(cq, offset)
+
+    def earliest_message_time(self, topic: str | None = None, queue_id: int = 0) -> int:
+        """Store time of the oldest message of a queue, or of the whole commitlog (-1 if none)."""
+        if topic is None:
+            files = self.commitlog.files
+            ts = first_store_timestamp(files[0]) if files else 0
+            return ts or -1
+        return self.store_time(topic, queue_id, self.min_offset(topic, queue_id))
+
+    def offset_by_time(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
+        """Queue offset of the message stored closest to ``timestamp_ms`` (RocketMQ's
+        getOffsetInQueueByTime: an exact hit, else the nearer of the neighbours)."""
+        cq = self._queues.get((topic, queue_id))
+        if cq is None or cq.max_offset == 0:
+            return 0
+        lo, hi = cq.min_offset, cq.max_offset - 1
+        while lo <= hi and self._unit_store_time(cq, lo) < 0:
+            lo += 1     # padding or deleted records at the head
+        if lo > hi:
+            return cq.max_offset
+        left, right = lo - 1, hi + 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            t = self._unit_store_time(cq, mid)
+            if t < timestamp_ms:
+                left = mid
+                lo = mid + 1
+            else:
+                right = mid
+                hi = mid - 1
+        if right <= cq.max_offset - 1 and self._unit_store_time(cq, right) == timestamp_ms:
+            return right
+        if left < cq.min_offset:
+            return right
+        if right > cq.max_offset - 1:
+            return left
+        lt, rt = self._unit_store_time(cq, left), self._unit_store_time(cq, right)
+        return right if abs(timestamp_ms - lt) > abs(timestamp_ms - rt) else left
+
+    # ------------------------------------------------------------------------------------------------
+    # Topics and retention
+    # ------------------------------------------------------------------------------------------------
+    def delete_topic(self, topic: str) -> int:
+        """Delete a topic's consume queues (its records stay in the commitlog until retention)."""
+        with self._put_lock, self._queues_lock:
+            doomed = [k for k in self._queues if k[0] == topic]
+            for k in doomed:
+                self._queues.pop(k).destroy()
+            self._dispatcher.forget_queues()
+        tdir = os.path.join(self._cq_root(), topic)
+        if os.path.isdir(tdir):
+            for qdir in os.listdir(tdir):
+                try:
+                    os.rmdir(os.path.join(tdir, qdir))
+                except OSError:
+                    pass
+            try:
+                os.rmdir(tdir)
+            except OSError:
+                pass
+        return len(doomed)
+
+    def clean_expired_files(self, now_ms: int | None = None, force: bool = False) -> RetentionReport:
+        """Run one retention pass now (``force``: ignore the delete_when hour, as an operator would)."""
+        if not self._open:
+            raise StoreClosedError("store is closed")
+        return self._retention.run_once(now_ms, force)
+
+    def stats(self) -> dict:
+        """Figures for monitoring and GET_BROKER_RUNTIME_INFO-style reports."""
+        return {
+            "commitlogMinOffset": self.commitlog.min_offset,
+            "commitlogMaxOffset": self.commitlog.max_offset,
+            "commitlogFlushedOffset": self.flushed_offset,
+            "commitlogFiles": len(self.commitlog.files),
+            "consumeQueues": len(self._queues),
+            "indexFiles": len(self.index.files),
+            "flushCount": self._flush.flush_count if self._flush else 0,
+        }
