@@ -38,6 +38,10 @@ cdef extern from "_endian.h" nogil:
 cdef extern from "zlib.h" nogil:
     unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int length)
 
+cdef extern from "_crc32.h" nogil:
+    uint32_t rmq_crc32(const unsigned char *buf, size_t length)
+    void rmq_crc32_set_simd(int on)
+
 cdef enum:
     MAGIC_V1 = <int32_t>0xDAA320A7
     MAGIC_V2 = <int32_t>0xDAA320AB

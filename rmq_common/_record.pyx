@@ -20,13 +20,12 @@ PROPERTIES_MAX_LENGTH = MAX_PROPERTIES_LENGTH
 
 
 cdef int32_t masked_crc32(const unsigned char *p, Py_ssize_t n) noexcept nogil:
-    cdef unsigned long c = crc32(0, NULL, 0)
-    while n > 0x40000000:
-        c = crc32(c, p, 0x40000000)
-        p += 0x40000000
-        n -= 0x40000000
-    c = crc32(c, p, <unsigned int>n)
-    return <int32_t>(c & 0x7FFFFFFF)
+    return <int32_t>(rmq_crc32(p, n) & 0x7FFFFFFF)
+
+
+def set_crc_simd(bint enabled) -> None:
+    """Switch the PCLMUL CRC path off (tests compare it with zlib's) or back on."""
+    rmq_crc32_set_simd(enabled)
 
 
 cdef inline int32_t _hstep(int32_t h, uint32_t unit) noexcept nogil:
