@@ -12,7 +12,7 @@ from libc.string cimport memcmp
 
 from rmq_common._record cimport (
     RecordView, PropertyScan, masked_crc32, java_hash_utf8, index_hash, parse_record, validate_record,
-    scan_properties, record_length, write_record, rmq_put_i32, rmq_get_i32, rmq_get_i64,
+    scan_properties, record_length, write_record, rmq_put_i32, rmq_get_i32, rmq_get_i64, rmq_prefetch_w,
     MAGIC_BLANK, MAGIC_V1, END_FILE_MIN_BLANK_LENGTH, MAX_TOPIC_LENGTH_V1, MAX_PROPERTIES_LENGTH,
     RECORD_OK, RECORD_BLANK, RECORD_END, SYSFLAG_TX_MASK, SYSFLAG_TX_PREPARED, SYSFLAG_TX_ROLLBACK,
 )
@@ -26,6 +26,9 @@ cimport numpy as cnp
 cnp.import_array()
 
 SCHEDULE_TOPIC = b"SCHEDULE_TOPIC_XXXX"
+
+cdef enum:
+    PENDING_KEYS = 64
 
 
 class MessageTooLargeError(ValueError):
@@ -209,6 +212,12 @@ cdef class Dispatcher:
     cdef ConsumeQueue last_cq
     cdef bytes last_topic
     cdef int32_t last_qid
+    # Index entries waiting to be inserted: their slots are prefetched first, so the cache misses of a
+    # batch of random slots overlap instead of stalling one by one.
+    cdef int32_t pend_hash[PENDING_KEYS]
+    cdef int64_t pend_phy[PENDING_KEYS]
+    cdef int64_t pend_ts[PENDING_KEYS]
+    cdef int npending
 
     def __init__(self, queue_for, index_roll, IndexFile index, bint index_enabled, delay_levels_ms):
         self.queue_for = queue_for
@@ -240,10 +249,24 @@ cdef class Dispatcher:
 
     cdef int _index_key(self, int32_t seed, const unsigned char *key, Py_ssize_t n, int64_t phy, int64_t ts) except -1:
         cdef int32_t h = index_hash(java_hash_utf8(key, n, seed))
-        if not self.index.put_key(h, phy, ts):
-            self.index = self.index_roll()
-            if not self.index.put_key(h, phy, ts):
-                raise RuntimeError("a fresh index file refused an entry")
+        cdef IndexFile idx = self.index
+        if self.npending == PENDING_KEYS:
+            self._flush_keys()
+        rmq_prefetch_w(idx.base + 40 + 4 * (h % idx.slot_num))
+        self.pend_hash[self.npending] = h
+        self.pend_phy[self.npending] = phy
+        self.pend_ts[self.npending] = ts
+        self.npending += 1
+        return 0
+
+    cdef int _flush_keys(self) except -1:
+        cdef int i
+        for i in range(self.npending):
+            if not self.index.put_key(self.pend_hash[i], self.pend_phy[i], self.pend_ts[i]):
+                self.index = self.index_roll()
+                if not self.index.put_key(self.pend_hash[i], self.pend_phy[i], self.pend_ts[i]):
+                    raise RuntimeError("a fresh index file refused an entry")
+        self.npending = 0
         return 0
 
     cdef int _dispatch_one(self, const unsigned char *p, RecordView *rv) except -1:
@@ -296,16 +319,19 @@ cdef class Dispatcher:
         cdef int64_t pos = start
         cdef RecordView rv
         cdef int rc, count = 0
-        while pos < end:
-            rc = parse_record(base + pos, end - pos, &rv)
-            if rc == RECORD_BLANK or rc == RECORD_END:
-                break
-            if rc != RECORD_OK:
-                raise ValueError(f"{mf.path}: malformed record at {pos} during dispatch ({rc})")
-            self._dispatch_one(base + pos, &rv)
-            pos += rv.total_size
-            count += 1
-            self.last_store_ts = rv.store_timestamp
+        try:
+            while pos < end:
+                rc = parse_record(base + pos, end - pos, &rv)
+                if rc == RECORD_BLANK or rc == RECORD_END:
+                    break
+                if rc != RECORD_OK:
+                    raise ValueError(f"{mf.path}: malformed record at {pos} during dispatch ({rc})")
+                self._dispatch_one(base + pos, &rv)
+                pos += rv.total_size
+                count += 1
+                self.last_store_ts = rv.store_timestamp
+        finally:
+            self._flush_keys()
         self.dispatched_to = mf.file_from_offset + pos
         return count
 

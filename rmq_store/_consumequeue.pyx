@@ -149,6 +149,7 @@ cdef class ConsumeQueue:
             os.makedirs(self.directory, exist_ok=True)
             byte_from = first_unit * 20
             mf = MappedFile(os.path.join(self.directory, file_name_of(byte_from)), self.file_size, create=True)
+            mf.warm()
             self.files.append(mf)
             self.min_offset = offset
             # Pad the units before the queue's first real unit, as RocketMQ's fillPreBlank does.
@@ -162,6 +163,7 @@ cdef class ConsumeQueue:
         while (<MappedFile>self.files[-1]).file_from_offset // 20 < first_unit:
             byte_from = (<MappedFile>self.files[-1]).file_from_offset + self.file_size
             mf = MappedFile(os.path.join(self.directory, file_name_of(byte_from)), self.file_size, create=True)
+            mf.warm()
             self.files.append(mf)
         idx = (first_unit - (<MappedFile>self.files[0]).file_from_offset // 20) // self.units_per_file
         if idx < 0 or idx >= len(self.files):

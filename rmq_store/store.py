@@ -131,7 +131,10 @@ class MessageStore:
             self.recovery = self._recover(abnormal)
             with open(os.path.join(self.root, "abort"), "wb"):
                 pass
-            self.commitlog.prepare_next() if self.commitlog.files else None
+            # The file appends go to exists and is pre-faulted before the first put, the next one is
+            # being prepared: no put pays for file creation.
+            self.commitlog.writable()
+            self.commitlog.prepare_next()
             self._flush = FlushService(self, cfg.flush_disk_type is FlushDiskType.SYNC_FLUSH,
                                        cfg.flush_interval_ms if cfg.flush_disk_type is FlushDiskType.ASYNC_FLUSH
                                        else 10, cfg.flush_consume_queue_interval_ms)
