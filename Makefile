@@ -13,7 +13,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q "cython>=3.0" "numpy>=1.26" "setuptools>=65" wheel
+	$(PY) -m pip install -q "cython>=3.0" "numpy>=1.26" "setuptools>=70" wheel
 	$(PY) -m pip install -q --no-build-isolation -e '.[dev]'
 	touch $@
 
