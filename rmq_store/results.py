@@ -73,6 +73,16 @@ class GetResult:
             for s, e in zip(starts, ends):
                 yield buf[s:e]
 
+    def body_list(self) -> list[bytes]:
+        """Every body as bytes, built in one C loop per buffer (a copy each; for consumers that keep them)."""
+        from rmq_common._record import body_list
+        if len(self.buffers) == 1:
+            return body_list(self.buffers[0])
+        out: list[bytes] = []
+        for buf in self.buffers:
+            out.extend(body_list(buf))
+        return out
+
     def to_bytes(self) -> bytes:
         """All records concatenated: a PULL_MESSAGE response body."""
         return b"".join(self.buffers)
