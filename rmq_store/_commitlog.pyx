@@ -32,7 +32,8 @@ cdef enum:
 
 
 class MessageTooLargeError(ValueError):
-    """A message over max_message_size, a topic over 127 bytes or properties over 32767 bytes."""
+    """A body over max_message_size, properties over 32767 bytes, or a record larger than a commitlog file.
+    (A topic over 127 bytes is rejected earlier by topic validation with InvalidTopicError.)"""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -106,6 +107,8 @@ def append_batch(MappedFile mf, bytes topic, int32_t queue_id, list bodies, obje
     cdef bint no_queue_slot = tx == SYSFLAG_TX_PREPARED or tx == SYSFLAG_TX_ROLLBACK
     cdef int64_t qoff = next_queue_offset
     cdef bint full = False
+    # The host-format bits describe the hosts actually written, whatever the caller passed.
+    sys_flag &= ~0x30
     if bh_len == 20:
         sys_flag |= 0x10
     if sh_len == 20:
@@ -280,8 +283,11 @@ cdef class Dispatcher:
         cdef ConsumeQueue cq
         scan_properties(props, rv.props_len, &ps)
         if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK:
+            if ps.tags_len > 0:
+                tags_code = java_hash_utf8(props + ps.tags_off, ps.tags_len, 0)
             if (rv.topic_len == 19 and memcmp(p + rv.topic_off, <const char *>SCHEDULE_TOPIC, 19) == 0
                     and ps.delay_len > 0):
+                # A delayed message's unit carries its due time (CommitLog.checkMessageAndReturnSize).
                 level = 0
                 for i in range(ps.delay_len):
                     if props[ps.delay_off + i] < 48 or props[ps.delay_off + i] > 57:
@@ -289,9 +295,8 @@ cdef class Dispatcher:
                     level = level * 10 + props[ps.delay_off + i] - 48
                 if level > self.delay_ms.shape[0]:
                     level = self.delay_ms.shape[0]
-                tags_code = rv.store_timestamp + (self.delay_ms[level - 1] if level >= 1 else 0)
-            elif ps.tags_len > 0:
-                tags_code = java_hash_utf8(props + ps.tags_off, ps.tags_len, 0)
+                if level >= 1:
+                    tags_code = rv.store_timestamp + self.delay_ms[level - 1]
             cq = self._queue(p + rv.topic_off, rv.topic_len, rv.queue_id)
             if self.strict and rv.queue_offset > 0 and not cq.files:
                 from rmq_store._mapped import CorruptFileError

@@ -203,6 +203,14 @@ cdef class ConsumeQueue:
         self.max_phy_end = phy + size
         return 0
 
+    def reserve(self, int64_t count) -> None:
+        """Create the files units [max_offset, max_offset + count) will need, before the commitlog append,
+        so a full disk fails the put before anything is written rather than between log and queue."""
+        if count > 0 and self.files:
+            last = self.max_offset + count - 1
+            if last - (<MappedFile>self.files[-1]).file_from_offset // 20 >= self.units_per_file:
+                self._select_current(last)
+
     def put(self, int64_t phy, int32_t size, int64_t tags_code, int64_t queue_offset) -> None:
         """Python entry to put_unit (tests, tools)."""
         self.put_unit(phy, size, tags_code, queue_offset)

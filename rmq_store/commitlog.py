@@ -23,6 +23,14 @@ from rmq_store._mapped import CorruptFileError, MappedFile, file_name_of
 log = logging.getLogger("rmq.store.commitlog")
 
 
+def remove_interrupted_creations(directory: str, names: list[str]) -> None:
+    """Delete newest files of 0 bytes (from ``names``, sorted, updated in place): a crash between creating a
+    file and reserving its blocks leaves one behind. It never held data, but would fail the size check."""
+    while names and os.path.getsize(os.path.join(directory, names[-1])) == 0:
+        log.warning("removing empty file %s/%s (creation interrupted by a crash)", directory, names[-1])
+        os.unlink(os.path.join(directory, names.pop()))
+
+
 class MappedFileQueue:
     def __init__(self, directory: str, file_size: int, warm: bool = True) -> None:
         self.directory = directory
@@ -39,11 +47,13 @@ class MappedFileQueue:
         """Map existing files; reject gaps, misnamed or wrongly sized files."""
         os.makedirs(self.directory, exist_ok=True)
         names = sorted(os.listdir(self.directory))
-        expected = None
         for name in names:
             if not (name.isdigit() and len(name) == 20):
                 log.warning("ignoring stray file %s in %s", name, self.directory)
-                continue
+        names = [n for n in names if n.isdigit() and len(n) == 20]
+        remove_interrupted_creations(self.directory, names)
+        expected = None
+        for name in names:
             start = int(name)
             if start % self.file_size:
                 raise CorruptFileError(f"{self.directory}/{name}: offset is not a multiple of {self.file_size}")
@@ -171,8 +181,10 @@ class MappedFileQueue:
         deleted: list[str] = []
         while self.files and self.files[-1].file_from_offset > offset:
             mf = self.files.pop()
-            erased += last_nonzero(mf, 0)
-            deleted.append(mf.path)
+            data = last_nonzero(mf, 0)
+            if data:      # an all-zero file is one prepared ahead of need, not lost data
+                erased += data
+                deleted.append(mf.path)
             mf.destroy()
         if self.files:
             mf = self.files[-1]

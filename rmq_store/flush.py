@@ -73,10 +73,8 @@ class FlushService:
         last_logics = time.monotonic()
         while True:
             with self._cv:
-                if self.sync:
-                    self._cv.wait_for(lambda: self._waiters or self._stopping, self._interval_s)
-                else:
-                    self._cv.wait_for(lambda: self._stopping, self._interval_s)
+                # Waiters (SYNC puts, or an explicit flush() in ASYNC mode) start a round at once.
+                self._cv.wait_for(lambda: self._waiters or self._stopping, self._interval_s)
                 stopping = self._stopping
             try:
                 self._flush_commitlog()

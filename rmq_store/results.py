@@ -120,4 +120,5 @@ class RecoveryReport:
 
     @property
     def truncated(self) -> bool:
-        return self.truncated_bytes > 0 or bool(self.files_deleted)
+        # Deleting the empty, never-written file prepared before a crash is not a truncation.
+        return self.truncated_bytes > 0

@@ -89,8 +89,10 @@ class RetentionService:
                 else:
                     break   # files expire in order: stop at the first one still kept
             if doomed:
-                # Replace the list rather than mutate it: readers index a snapshot of it.
-                queue.files = queue.files[len(doomed):]
+                # Replace the list rather than mutate it (readers index a snapshot of it), under the put
+                # lock so a concurrent roll cannot be lost.
+                with store._put_lock:
+                    queue.files = queue.files[len(doomed):]
                 for mf in doomed:
                     mf.destroy()
                     report.commitlog_files_deleted.append(mf.path)

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from rmq_common._record import decode_record, host_bytes, java_hash, record_keys
-from rmq_common.properties import encode_properties
+from rmq_common.properties import decode_properties, encode_properties
 from rmq_common.topic import validate_topic
 from rmq_store._commitlog import (
     Dispatcher, MessageTooLargeError, append_batch, first_store_timestamp, gather, record_size_at,
@@ -33,7 +33,7 @@ from rmq_store._commitlog import (
 from rmq_store._consumequeue import ConsumeQueue
 from rmq_store._mapped import CorruptFileError, DiskFullError, StoreError
 from rmq_store.checkpoint import StoreCheckpoint
-from rmq_store.commitlog import MappedFileQueue
+from rmq_store.commitlog import MappedFileQueue, remove_interrupted_creations
 from rmq_store.config import FlushDiskType, StoreConfig
 from rmq_store.flush import FlushService
 from rmq_store.index_service import IndexService
@@ -43,7 +43,7 @@ from rmq_store.status import GetStatus, PutStatus
 
 log = logging.getLogger("rmq.store")
 
-MAX_SCAN_UNITS = 16000 // 20 * 20   # units a filtered read may pass over in one call (RocketMQ: 16000 B)
+MAX_SCAN_UNITS = 16000 // 20   # units a filtered read may pass over in one call (RocketMQ: 16000 bytes of units)
 _RC_NAMES = {0: None, 2: None, -1: "bad magic code", -2: "inconsistent record sizes", -3: "body CRC mismatch",
              -4: "physical offset field does not match the position", -5: "record cut off"}
 
@@ -91,6 +91,7 @@ class MessageStore:
         self._retention: RetentionService | None = None
         self._lock_fd = -1
         self._open = False
+        self._used = False
         self.last_store_timestamp = 0
         self.recovery: RecoveryReport | None = None
         # Called after each put with (topic, queue_id, new max offset): long polling hooks in here.
@@ -114,6 +115,9 @@ class MessageStore:
         """Load files, recover (normally or after a crash), start the flush and retention threads."""
         if self._open:
             raise StoreError("store is already open")
+        if self._used:
+            raise StoreError("a MessageStore opens once; create a new one to reopen the store")
+        self._used = True
         cfg = self.config
         os.makedirs(self.root, exist_ok=True)
         self._take_lock()
@@ -214,6 +218,10 @@ class MessageStore:
             for qid in sorted(os.listdir(tdir)):
                 if not qid.isdigit():
                     continue
+                qdir = os.path.join(tdir, qid)
+                if os.path.isdir(qdir):
+                    remove_interrupted_creations(
+                        qdir, sorted(n for n in os.listdir(qdir) if n.isdigit() and len(n) == 20))
                 cq = ConsumeQueue(root, topic, int(qid), self.config.mapped_file_size_consume_queue // 20)
                 cq.load()
                 self._queues[(topic, int(qid))] = cq
@@ -263,21 +271,31 @@ class MessageStore:
         report = RecoveryReport(abnormal=abnormal, scan_from_offset=files[start].file_from_offset,
                                 max_phy_offset=end)
         erased, deleted = self.commitlog.truncate(end)
-        if erased or deleted:
+        report.files_deleted = deleted
+        if erased:
             report.truncated_from = end
             report.truncated_bytes = erased
-            report.files_deleted = deleted
             report.damage = _RC_NAMES.get(rc) or "torn tail"
             log.warning("recovery truncated %d bytes from commitlog offset %d (%s); deleted %s",
                         erased, end, report.damage, deleted or "no files")
+        elif deleted:
+            # Only never-written files (the next file, prepared before a crash): no data was lost.
+            log.info("recovery removed empty commitlog files past offset %d: %s", end, deleted)
         for mf in self.commitlog.files:
             mf.flushed_position = mf.wrote_position
         for cq in self._queues.values():
             report.consume_queue_units_dropped += cq.truncate_phy(end)
         # Keys of records past the valid end may be in the index: never skip re-indexing what follows.
         self._dispatcher.index_skip_below = min(self.index.end_phy_offset, end - 1)
+        if not abnormal:
+            # A clean shutdown flushed every queue: replay only records past the furthest dispatched one
+            # (normally none), so e.g. a deleted topic's queues are not recreated from old records.
+            start_offset = max([cq.max_phy_end for cq in self._queues.values()] + [self._indexed_end(), 0])
+            start_offset = min(start_offset, end)
+        else:
+            start_offset = files[start].file_from_offset
         try:
-            report.records_redispatched = self._redispatch(start, strict=True)
+            report.records_redispatched = self._redispatch_from(start_offset, strict=True)
         except CorruptFileError as exc:
             log.warning("consume queues disagree with the commitlog (%s): rebuilding them from its start", exc)
             report.full_rebuild = True
@@ -285,12 +303,26 @@ class MessageStore:
         self.last_store_timestamp = self._dispatcher.last_store_ts
         return report
 
-    def _redispatch(self, start_index: int, strict: bool) -> int:
+    def _indexed_end(self) -> int:
+        """Commitlog offset just past the newest indexed record (0 if none or unreadable)."""
+        phy = self.index.end_phy_offset
+        mf = self.commitlog.find(phy) if phy >= 0 else None
+        if mf is None:
+            return 0
+        size = record_size_at(mf, phy - mf.file_from_offset)
+        return phy + size if size > 0 else 0
+
+    def _redispatch_from(self, offset: int, strict: bool) -> int:
+        """Dispatch every record from commitlog ``offset`` (a record boundary) to the end."""
         count = 0
         self._dispatcher.strict = strict
         try:
-            for mf in self.commitlog.files[start_index:]:
-                count += self._dispatcher.dispatch(mf, 0, mf.wrote_position)
+            for mf in self.commitlog.files:
+                end = mf.file_from_offset + mf.wrote_position
+                if end <= offset:
+                    continue
+                rel = max(0, offset - mf.file_from_offset)
+                count += self._dispatcher.dispatch(mf, rel, mf.wrote_position)
         finally:
             self._dispatcher.strict = False
         return count
@@ -309,7 +341,7 @@ class MessageStore:
                 self.index.destroy()
                 self._dispatcher.index = self.index.roll()
             self._dispatcher.index_skip_below = -1
-            return self._redispatch(0, strict=False)
+            return self._redispatch_from(self.commitlog.min_offset, strict=False)
 
     # ------------------------------------------------------------------------------------------------
     # Writing
@@ -338,12 +370,16 @@ class MessageStore:
         """Store one message. ``properties`` is a RocketMQ property string (bytes) or a dict;
         ``tags``/``keys`` are conveniences that add TAGS/KEYS to it."""
         if isinstance(properties, dict) or tags is not None or keys is not None:
-            props = dict(properties or {})
+            props = (decode_properties(properties) if isinstance(properties, (bytes, bytearray, memoryview))
+                     else dict(properties or {}))
             if tags is not None:
                 props["TAGS"] = tags
             if keys is not None:
                 props["KEYS"] = keys if isinstance(keys, str) else " ".join(keys)
             properties = encode_properties(props)
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            # bytes(5) would silently store five zero bytes
+            raise TypeError(f"body must be bytes, not {type(body).__name__}")
         return self.put_batch(topic, [bytes(body)], queue_id, properties=properties, **kwargs)
 
     def put_batch(self, topic: str, bodies: list[bytes], queue_id: int = 0, *,
@@ -378,6 +414,7 @@ class MessageStore:
                                    len(bh) - 8 + len(self._store_host) - 8)
             cq = self._queue_for(topic, queue_id)
             self.commitlog.ensure_capacity(total)
+            cq.reserve(n)
             store_ts = self._clock_ms()
             born_ts = store_ts if born_timestamp is None else born_timestamp
             phy = np.empty(n, np.int64)
@@ -417,6 +454,11 @@ class MessageStore:
         """Non-blocking group commit: ``callback(ok)`` runs on the flush thread once ``offset`` is durable."""
         self._flush.request(offset, callback)
 
+    def _check_open(self) -> None:
+        # Reads dereference the mapped files: after close() they are unmapped, so a read would crash the process.
+        if not self._open:
+            raise StoreClosedError("store is closed")
+
     @property
     def flushed_offset(self) -> int:
         return self._flush.flushed_offset if self._flush else self.commitlog.flushed_offset
@@ -429,6 +471,7 @@ class MessageStore:
         """Up to ``max_count`` records of a queue from ``offset``, as views of the mapped commitlog.
 
         ``tags_codes``: only records whose consume-queue tags code is in the set (tag hash filtering)."""
+        self._check_open()
         cq = self._queues.get((topic, queue_id))
         if cq is None:
             return GetResult(GetStatus.NO_MATCHED_LOGIC_QUEUE, 0, 0, 0)
@@ -463,13 +506,14 @@ class MessageStore:
         elif filtered:
             result.status = GetStatus.NO_MATCHED_MESSAGE
         elif missing:
-            result.status = GetStatus.MESSAGE_WAS_REMOVING if phy.size and scanned else GetStatus.OFFSET_FOUND_NULL
+            result.status = GetStatus.MESSAGE_WAS_REMOVING
         else:
             result.status = GetStatus.OFFSET_FOUND_NULL
         return result
 
     def read_record(self, phy_offset: int) -> memoryview | None:
         """The stored record at a commitlog offset, as a view (None if no valid record starts there)."""
+        self._check_open()
         if not (self.commitlog.min_offset <= phy_offset < self.commitlog.max_offset):
             return None
         mf = self.commitlog.find(phy_offset)
@@ -490,6 +534,7 @@ class MessageStore:
                       end_timestamp: int = (1 << 63) - 1) -> QueryResult:
         """Records of ``topic`` whose KEYS contain ``key`` or whose UNIQ_KEY is ``key``, stored within
         [begin_timestamp, end_timestamp] (ms), newest first. Hash collisions are filtered out."""
+        self._check_open()
         if not self.config.message_index_enable:
             raise StoreError("the message index is disabled (message_index_enable=False)")
         out = []
@@ -537,11 +582,13 @@ class MessageStore:
 
     def store_time(self, topic: str, queue_id: int, offset: int) -> int:
         """Store time (ms) of the message at a queue offset (-1 if it is gone)."""
+        self._check_open()
         cq = self._queues.get((topic, queue_id))
         return -1 if cq is None else self._unit_store_time(cq, offset)
 
     def earliest_message_time(self, topic: str | None = None, queue_id: int = 0) -> int:
         """Store time of the oldest message of a queue, or of the whole commitlog (-1 if none)."""
+        self._check_open()
         if topic is None:
             files = self.commitlog.files
             ts = first_store_timestamp(files[0]) if files else 0
@@ -551,6 +598,7 @@ class MessageStore:
     def offset_by_time(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
         """Queue offset of the message stored closest to ``timestamp_ms`` (RocketMQ's
         getOffsetInQueueByTime: an exact hit, else the nearer of the neighbours)."""
+        self._check_open()
         cq = self._queues.get((topic, queue_id))
         if cq is None or cq.max_offset == 0:
             return 0
