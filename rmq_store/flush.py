@@ -79,7 +79,7 @@ class FlushService:
             try:
                 self._flush_commitlog()
                 if stopping or time.monotonic() - last_logics >= self._logics_interval_s:
-                    self._store._flush_logics()
+                    self._store._flush_logics(final=stopping)
                     last_logics = time.monotonic()
             except BaseException as exc:  # an msync error: report it to every waiter, keep the store readable
                 log.exception("flush failed")

@@ -32,6 +32,8 @@ class IndexService:
         self.file_size = index_file_size(slot_num, index_num)
         self.files: list[IndexFile] = []
         self._lock = threading.Lock()
+        # Store time of the newest entry known to be on disk (a full file flushed after a roll).
+        self.durable_timestamp = 0
 
     def load(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
@@ -62,12 +64,25 @@ class IndexService:
                 if not os.path.exists(path):
                     break
                 ms += 1
+            if self.files:
+                # The full file is flushed once, off the append path.
+                full = self.files[-1]
+                threading.Thread(target=self._flush_full, args=(full,), name="rmq-index-flush",
+                                 daemon=True).start()
             mf = MappedFile(path, self.file_size, create=True)
             # Pre-fault: first-touch faults on random slots cost more than the rest of an index insert.
             mf.warm()
             idx = IndexFile(mf, self.slot_num, self.index_num, True)
             self.files.append(idx)
             return idx
+
+    def _flush_full(self, full: IndexFile) -> None:
+        try:
+            if not full.mapped.closed:
+                full.mapped.sync_all()
+                self.durable_timestamp = max(self.durable_timestamp, full.end_timestamp)
+        except OSError:
+            log.exception("flushing full index file %s failed", full.mapped.path)
 
     @property
     def end_phy_offset(self) -> int:

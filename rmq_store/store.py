@@ -189,17 +189,28 @@ class MessageStore:
             raise StoreLockedError(f"{self.root} is open in another process") from None
         self._lock_fd = fd
 
-    def _flush_logics(self) -> None:
-        """Flush consume queues and the index, then the checkpoint (called by the flush thread)."""
+    def _flush_logics(self, final: bool = False) -> None:
+        """Flush consume queues, then the checkpoint (called by the flush thread).
+
+        The index is flushed only when a file fills (IndexService) and at shutdown (``final``), as RocketMQ
+        does: its slots are written at random, so a periodic msync would write-protect nearly every slot
+        page and make the next insert into each one take a page fault. The checkpoint's index timestamp
+        records what is durable, so abnormal recovery replays whatever the index may have lost."""
         ts = self._dispatcher.last_store_ts if self._dispatcher is not None else 0
         for cq in list(self._queues.values()):
             cq.flush()
-        self.index.flush()
-        if ts and self.checkpoint is not None:
+        if self.checkpoint is None:
+            return
+        if ts:
             self.checkpoint.logics_msg_timestamp = ts
-            self.checkpoint.index_msg_timestamp = ts
-        if self.checkpoint is not None:
-            self.checkpoint.flush()
+        if final:
+            self.index.flush()
+            if ts:
+                self.checkpoint.index_msg_timestamp = ts
+        elif self.index.durable_timestamp:
+            self.checkpoint.index_msg_timestamp = max(self.checkpoint.index_msg_timestamp,
+                                                      self.index.durable_timestamp)
+        self.checkpoint.flush()
 
     # ------------------------------------------------------------------------------------------------
     # Consume queues
