@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +26,7 @@ from rich.console import Console
 
 from rmq_cli.store_report import (
     Row,
+    best_of,
     check_targets,
     render_table,
     render_targets,
@@ -34,12 +35,12 @@ from rmq_cli.store_report import (
 from rmq_cli.store_runners import (
     BATCH,
     OP_LOOKUP,
-    BenchError,
     OP_WRITE_ASYNC,
     OP_WRITE_DURABLE,
     PEERS,
-    Runner,
+    BenchError,
     RmqRunner,
+    Runner,
     Tally,
     Workload,
     build_workload,
@@ -55,6 +56,9 @@ DEFAULT_COUNT: Final = 1_000_000
 QUICK_COUNT: Final = 100_000
 DEFAULT_SIZES: Final = (128, 1024)
 DEFAULT_LOOKUPS: Final = 10_000
+#: --quick gives rmq 256 MiB commitlog files instead of 1 GiB: the 100,000-message runs fit either way, and each
+#: store open pre-faults its file plus the next one, which at 1 GiB was most of a smoke run's time.
+QUICK_RMQ_CONFIG: Final[dict[str, Any]] = {"mapped_file_size_commitlog": 256 << 20}
 #: File systems that live in memory: timing fsync there would flatter every store and measure nothing.
 MEMORY_FILESYSTEMS: Final = frozenset({"tmpfs", "ramfs"})
 #: Scratch bytes written (and deleted) before each timed write, per message on top of the payload: covers rmq's
@@ -98,6 +102,10 @@ def register(benchmarks: SubParsers) -> None:
     parser.add_argument(
         "--json", type=Path, default=None, dest="json_path", metavar="PATH",
         help="write the results here instead of bench/results/store-<UTC timestamp>.json and store-latest.json",
+    )
+    parser.add_argument(
+        "--repeat", type=_positive_int, default=1,
+        help="run every store this many times and report the fastest run of each phase (default 1)",
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_COUNT:,} messages per size")
     parser.add_argument(
@@ -240,29 +248,41 @@ def _phase(runner: Runner, op: str, work: Callable[[], Tally], expected: Tally, 
     w = runner.workload
     with progress.phase(f"{w.size} B · {runner.name}: {op} ({expected.count:,} messages)"):
         seconds, tally = timed(work)
-    if tally != expected:
+    if (tally.count, tally.payload_bytes) != (expected.count, expected.payload_bytes):
         raise BenchError(
             f"{runner.name} {op} at {w.size} B handled {tally.count:,} messages / {tally.payload_bytes:,} payload "
             f"bytes, expected {expected.count:,} / {expected.payload_bytes:,}"
         )
-    row = Row(runner.name, op, w.size, tally.count, tally.payload_bytes, seconds, runner.notes[op])
+    row = Row(
+        runner.name, op, w.size, tally.count, tally.payload_bytes, seconds, runner.notes[op], tally.flush_seconds
+    )
     progress.done(row)
     return row
 
 
 def run_store(
-    runner_type: type[Runner], workload: Workload, root: Path, progress: Progress, warmup: bool = True
+    runner_type: type[Runner],
+    workload: Workload,
+    root: Path,
+    progress: Progress,
+    warmup: bool = True,
+    options: Mapping[str, Any] | None = None,
 ) -> list[Row]:
-    """All phases of one store at one size: async write, reads and lookups on that data, then a durable write."""
+    """All phases of one store at one size: async write, reads and lookups on that data, then a durable write.
+
+    ``options`` are passed to the runner's constructor (rmq's take StoreConfig fields).
+    """
     with progress.phase(f"{workload.size} B · {runner_type.name}: preparing inputs"):
-        runner = runner_type(workload)
+        runner = runner_type(workload, **(options or {}))
     warmup_bytes = workload.count * (workload.size + WARMUP_OVERHEAD_PER_MESSAGE)
 
     def open_fresh(path: Path, durable: bool) -> None:
+        with progress.phase(f"{workload.size} B · {runner.name}: opening"):
+            runner.open(path, durable=durable)
+            runner.settle()
         if warmup:
             with progress.phase(f"{workload.size} B · {runner.name}: warming the page cache"):
                 warm_page_cache(root, warmup_bytes)
-        runner.open(path, durable=durable)
 
     everything = Tally(workload.count, workload.payload_bytes)
     found = Tally(len(workload.lookup_indices), len(workload.lookup_indices) * workload.size)
@@ -286,6 +306,14 @@ def run_store(
         finally:
             runner.close()
     return rows
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, or None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _utc_now() -> datetime:
@@ -313,6 +341,47 @@ def _write_results(document: dict[str, Any], json_path: Path | None, stamp: str)
     return paths
 
 
+def measure(
+    stores: Sequence[type[Runner]],
+    sizes: Sequence[int],
+    count: int,
+    lookups: int,
+    repeat: int,
+    root: Path,
+    progress: Progress,
+    warmup: bool,
+    options: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Every store at every size, ``repeat`` times; returns all rows (every repetition) and the failures.
+
+    ``options`` maps a store name to the keyword arguments its runner is built with.
+
+    Repetitions go round all the stores before starting again, so a slow spell of the machine hits every store
+    rather than all the samples of one.  A store that fails is reported and skipped; the others still run.
+    """
+    rows: list[Row] = []
+    failures: list[dict[str, Any]] = []
+    for size in sizes:
+        with progress.phase(f"{size} B: building {count:,} payloads"):
+            workload = build_workload(size, count, lookups)
+        for repetition in range(repeat):
+            for runner_type in stores:
+                if any(f["store"] == runner_type.name and f["size"] == size for f in failures):
+                    continue
+                try:
+                    rows += run_store(
+                        runner_type, workload, root, progress, warmup=warmup, options=options.get(runner_type.name)
+                    )
+                except Exception as exc:  # one broken store must not hide the others' numbers
+                    progress.console.print_exception(max_frames=8)
+                    failures.append(
+                        {"store": runner_type.name, "size": size, "repetition": repetition,
+                         "error": f"{type(exc).__name__}: {exc}"}
+                    )
+        del workload
+    return rows, failures
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``rmq bench store`` handler.  Exit status 1 when rmq's store could not run or any store failed."""
     console = _make_console()
@@ -327,40 +396,44 @@ def run(args: argparse.Namespace) -> int:
     if not stores:
         console.print("[bold red]nothing to run[/bold red]: rmq's store is unavailable and no peers were chosen")
         return 1
+    options = {RmqRunner.name: QUICK_RMQ_CONFIG} if args.quick else {}
+    load_before = _load_average()
+    if load_before is not None and load_before >= 0.5 * (os.cpu_count() or 1):
+        console.print(
+            f"[yellow]warning[/yellow]: load average {load_before:.2f} on {os.cpu_count()} CPUs before starting; "
+            "other work on the machine will show up in the numbers"
+        )
     started = _utc_now()
-    rows: list[Row] = []
-    failures: list[dict[str, Any]] = []
     with work_root(args.dir) as root:
         fs_type = _fs_type(root)
         console.print(
             f"rmq bench store: {count:,} messages x sizes {', '.join(f'{s} B' for s in sizes)}, batch {BATCH:,}, "
-            f"{args.lookups:,} lookups; stores in {root} ({fs_type})"
+            f"{args.lookups:,} lookups, best of {args.repeat}; stores in {root} ({fs_type})"
         )
         if fs_type in MEMORY_FILESYSTEMS:
             console.print(f"[yellow]warning[/yellow]: {root} is on {fs_type}; fsync costs nothing there")
-        for size in sizes:
-            with progress.phase(f"{size} B: building {count:,} payloads"):
-                workload = build_workload(size, count, args.lookups)
-            for runner_type in stores:
-                try:
-                    rows += run_store(runner_type, workload, root, progress, warmup=args.warmup)
-                except Exception as exc:  # one broken store must not hide the others' numbers
-                    console.print_exception(max_frames=8)
-                    failures.append({"store": runner_type.name, "size": size, "error": f"{type(exc).__name__}: {exc}"})
-            del workload
+        samples, failures = measure(
+            stores, sizes, count, args.lookups, args.repeat, root, progress, warmup=args.warmup, options=options
+        )
     finished = _utc_now()
+    rows = best_of(samples)
     checks = check_targets(rows, sizes)
-    render_table(console, rows, peers)
+    render_table(console, rows, peers, args.repeat)
     render_targets(console, checks)
     config = {
         "count": count,
         "sizes": list(sizes),
         "lookups": args.lookups,
         "batch": BATCH,
+        "repeat": args.repeat,
         "peers": list(peers),
         "dir": str(root.parent),
         "fs_type": fs_type,
         "page_cache_warmup": args.warmup,
+        "runner_options": options,
+        # 1-minute load averages: a busy machine (a parallel build, a test run) explains otherwise odd numbers.
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
     }
     document = results_document(
         started=started.isoformat(),

@@ -402,3 +402,19 @@ def record_keys(data):
     uniq = (PyBytes_FromStringAndSize(<const char *>p + rv.props_off + ps.uniq_off, ps.uniq_len).decode("utf-8", "replace")
             if ps.uniq_len >= 0 else None)
     return topic, keys, uniq
+
+
+def body_views(buf) -> list:
+    """Every body in a memoryview of concatenated records, as zero-copy slices of it (one C loop)."""
+    cdef const unsigned char[::1] v = buf
+    cdef Py_ssize_t pos = 0, n = v.shape[0]
+    cdef RecordView rv
+    cdef object view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    out = []
+    while pos < n:
+        rc = parse_record(&v[0] + pos, n - pos, &rv)
+        if rc != RECORD_OK:
+            raise RecordError(f"record at offset {pos}: {_RC_TEXT.get(rc, rc)}")
+        out.append(view[pos + rv.body_off:pos + rv.body_off + rv.body_len])
+        pos += rv.total_size
+    return out

@@ -68,10 +68,9 @@ class GetResult:
 
     def bodies(self) -> Iterator[memoryview]:
         """One zero-copy view per message body (bodies stay compressed if they were stored so)."""
-        from rmq_common._record import body_spans
-        for buf, (starts, ends) in zip(self.buffers, (body_spans(b) for b in self.buffers)):
-            for s, e in zip(starts, ends):
-                yield buf[s:e]
+        from rmq_common._record import body_views
+        for buf in self.buffers:
+            yield from body_views(buf)
 
     def body_list(self) -> list[bytes]:
         """Every body as bytes, built in one C loop per buffer (a copy each; for consumers that keep them)."""
