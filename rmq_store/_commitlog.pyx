@@ -186,7 +186,7 @@ def scan_file(MappedFile mf, int64_t start, bint check_crc):
 def first_store_timestamp(MappedFile mf) -> int:
     """Store time of the first record of a file (0 if it has none)."""
     cdef RecordView rv
-    if parse_record(<const unsigned char *><size_t>mf.address, mf.file_size, &rv) != RECORD_OK:
+    if mf.closed or parse_record(<const unsigned char *><size_t>mf.address, mf.file_size, &rv) != RECORD_OK:
         return 0
     return rv.store_timestamp
 
@@ -361,12 +361,12 @@ def gather(ConsumeQueue cq, list cl_files, int64_t cl_file_size, int64_t cl_min_
     cdef int32_t size
     cdef const unsigned char *u
     cdef const unsigned char *rec
-    cdef int found = 0, filtered = 0, missing = 0
+    cdef int found = 0, filtered = 0, missing = 0, r
     cdef int64_t scanned = 0
     cdef MappedFile mf
     cdef Py_ssize_t nfiles = len(cl_files)
     if nfiles == 0:
-        return 0, 0, 0, 0, 0, 0
+        return 0, 0, 0, 0, 0, []
     first_from = (<MappedFile>cl_files[0]).file_from_offset
     o = offset
     while o < cq.max_offset and found < max_count and scanned < max_scan:
@@ -395,9 +395,14 @@ def gather(ConsumeQueue cq, list cl_files, int64_t cl_file_size, int64_t cl_min_
             missing += 1
             continue
         mf = <MappedFile>cl_files[idx]
+        if mf.closed:           # deleted by retention since the caller took its snapshot of the list
+            missing += 1
+            continue
         rel = phy - mf.file_from_offset
         rec = (<const unsigned char *><size_t>mf.address) + rel
-        if rel + size > cl_file_size or rmq_get_i32(rec) != size or rmq_get_i32(rec + 4) != MAGIC_V1:
+        # The unit must point at the record it was made for: size, magic, queue id and queue offset.
+        if (rel + size > cl_file_size or rmq_get_i32(rec) != size or rmq_get_i32(rec + 4) != MAGIC_V1
+                or rmq_get_i32(rec + 12) != cq.queue_id or rmq_get_i64(rec + 20) != o - 1):
             missing += 1
             continue
         out_phy[found] = phy
@@ -414,7 +419,12 @@ def gather(ConsumeQueue cq, list cl_files, int64_t cl_file_size, int64_t cl_min_
             nruns += 1
         total += size
         found += 1
-    return found, scanned, total, filtered, missing, nruns
+    # Views are taken here, with the GIL held since the first file access, so no retention pass can
+    # unmap a file between finding a record and pinning its mapping.
+    views = []
+    for r in range(nruns):
+        views.append(memoryview(cl_files[out_runs[r, 0]]).toreadonly()[out_runs[r, 1]:out_runs[r, 2]])
+    return found, scanned, total, filtered, missing, views
 
 
 def last_nonzero(MappedFile mf, int64_t start) -> int:
@@ -431,7 +441,7 @@ def last_nonzero(MappedFile mf, int64_t start) -> int:
 def store_timestamp_at(MappedFile mf, int64_t rel) -> int:
     """STORETIMESTAMP of the record at ``rel`` in ``mf`` (-1 if no valid record is there)."""
     cdef RecordView rv
-    if rel < 0 or rel >= mf.file_size:
+    if rel < 0 or rel >= mf.file_size or mf.closed:
         return -1
     if parse_record((<const unsigned char *><size_t>mf.address) + rel, mf.file_size - rel, &rv) != RECORD_OK:
         return -1
@@ -441,8 +451,28 @@ def store_timestamp_at(MappedFile mf, int64_t rel) -> int:
 def record_size_at(MappedFile mf, int64_t rel) -> int:
     """TOTALSIZE of the well-formed record at ``rel`` (-1 if there is none)."""
     cdef RecordView rv
-    if rel < 0 or rel >= mf.file_size:
+    if rel < 0 or rel >= mf.file_size or mf.closed:
         return -1
     if parse_record((<const unsigned char *><size_t>mf.address) + rel, mf.file_size - rel, &rv) != RECORD_OK:
         return -1
     return rv.total_size
+
+
+def record_view(list files, int64_t file_size, int64_t phy, int64_t max_phy):
+    """A read-only view of the well-formed record at commitlog offset ``phy`` (None if there is none).
+    Finding the file, checking the record and pinning the mapping happen without releasing the GIL."""
+    cdef MappedFile mf
+    cdef RecordView rv
+    cdef int64_t idx, rel
+    if not files or phy >= max_phy:
+        return None
+    idx = (phy - (<MappedFile>files[0]).file_from_offset) // file_size
+    if idx < 0 or idx >= len(files):
+        return None
+    mf = <MappedFile>files[idx]
+    if mf.closed:
+        return None
+    rel = phy - mf.file_from_offset
+    if parse_record((<const unsigned char *><size_t>mf.address) + rel, mf.wrote_position - rel, &rv) != RECORD_OK:
+        return None
+    return memoryview(mf).toreadonly()[rel:rel + rv.total_size]

@@ -27,7 +27,7 @@ from rmq_common._record import decode_record, host_bytes, java_hash, record_keys
 from rmq_common.properties import decode_properties, encode_properties
 from rmq_common.topic import validate_topic
 from rmq_store._commitlog import (
-    Dispatcher, MessageTooLargeError, append_batch, first_store_timestamp, gather, record_size_at,
+    Dispatcher, MessageTooLargeError, append_batch, first_store_timestamp, gather, record_size_at, record_view,
     store_timestamp_at, validate_batch,
 )
 from rmq_store._consumequeue import ConsumeQueue
@@ -501,19 +501,14 @@ class MessageStore:
         sizes = np.empty(max_count, np.int32)
         qoffs = np.empty(max_count, np.int64)
         runs = np.empty((max_count, 4), np.int64)
-        found, scanned, total, filtered, missing, nruns = gather(
+        found, scanned, total, filtered, missing, views = gather(
             cq, files, self.commitlog.file_size, self.commitlog.min_offset, self.commitlog.max_offset,
             offset, max_count, max_bytes, max(MAX_SCAN_UNITS, max_count), tags_codes, phy, sizes, qoffs, runs)
         result = GetResult(GetStatus.FOUND, offset + scanned, min_o, max_o, phy[:found], sizes[:found],
                            qoffs[:found], total_bytes=total, filtered=filtered)
         if found:
-            views = {}
-            for fidx, start, end, count in runs[:nruns].tolist():
-                base = views.get(fidx)
-                if base is None:
-                    base = views[fidx] = memoryview(files[fidx]).toreadonly()
-                result.buffers.append(base[start:end])
-                result.buffer_counts.append(count)
+            result.buffers = views
+            result.buffer_counts = runs[:len(views), 3].tolist()
         elif filtered:
             result.status = GetStatus.NO_MATCHED_MESSAGE
         elif missing:
@@ -525,16 +520,9 @@ class MessageStore:
     def read_record(self, phy_offset: int) -> memoryview | None:
         """The stored record at a commitlog offset, as a view (None if no valid record starts there)."""
         self._check_open()
-        if not (self.commitlog.min_offset <= phy_offset < self.commitlog.max_offset):
+        if phy_offset < self.commitlog.min_offset:
             return None
-        mf = self.commitlog.find(phy_offset)
-        if mf is None:
-            return None
-        rel = phy_offset - mf.file_from_offset
-        size = record_size_at(mf, rel)
-        if size <= 0 or rel + size > mf.wrote_position:
-            return None
-        return memoryview(mf).toreadonly()[rel:rel + size]
+        return record_view(self.commitlog.files, self.commitlog.file_size, phy_offset, self.commitlog.max_offset)
 
     def read_message(self, phy_offset: int):
         """The record at a commitlog offset decoded into a MessageExt (None if absent)."""

@@ -29,8 +29,8 @@ def crash(store: MessageStore) -> None:
     with store._put_lock:
         store._open = False
     store._retention.stop()
-    store._flush._flush_commitlog = lambda: None
-    store._flush_logics = lambda: None
+    store._flush._flush_commitlog = lambda *a, **k: None
+    store._flush_logics = lambda *a, **k: None
     store._flush.stop()
     store._release_files()
 
