@@ -41,9 +41,10 @@ class MessageTooLargeError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 
 def validate_batch(bytes topic, list bodies, object properties, int64_t max_message_size,
-                   Py_ssize_t max_record_size, Py_ssize_t host_len_extra) -> int:
-    """Check every message of a batch before anything is written; returns the batch's record bytes."""
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(bodies), plen = 0, blen, total = 0, rec
+                   Py_ssize_t max_record_size, Py_ssize_t host_len_extra):
+    """Check every message of a batch before anything is written.
+    Returns (record bytes of the whole batch, the largest record)."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(bodies), plen = 0, blen, total = 0, rec, largest = 0
     cdef object item
     cdef bint shared_props = properties is None or PyBytes_Check(properties)
     cdef Py_ssize_t topic_len = PyBytes_GET_SIZE(topic)
@@ -76,7 +77,9 @@ def validate_batch(bytes topic, list bodies, object properties, int64_t max_mess
         if rec > max_record_size:
             raise MessageTooLargeError(f"message {i}: record of {rec} bytes does not fit a commitlog file")
         total += rec
-    return total
+        if rec > largest:
+            largest = rec
+    return total, largest
 
 
 def append_batch(MappedFile mf, bytes topic, int32_t queue_id, list bodies, object properties,
@@ -215,6 +218,7 @@ cdef class Dispatcher:
     cdef ConsumeQueue last_cq
     cdef bytes last_topic
     cdef int32_t last_qid
+    cdef int32_t last_seed      # hash of "<last_topic>#", the prefix of every index key of that topic
     # Index entries waiting to be inserted: their slots are prefetched first, so the cache misses of a
     # batch of random slots overlap instead of stalling one by one.
     cdef int32_t pend_hash[PENDING_KEYS]
@@ -248,6 +252,7 @@ cdef class Dispatcher:
         self.last_cq = self.queue_for(t.decode("utf-8", "replace"), qid)
         self.last_topic = t
         self.last_qid = qid
+        self.last_seed = <int32_t>(<unsigned int>java_hash_utf8(topic, topic_len, 0) * 31u + 35u)  # '#'
         return self.last_cq
 
     cdef int _index_key(self, int32_t seed, const unsigned char *key, Py_ssize_t n, int64_t phy, int64_t ts) except -1:
@@ -304,8 +309,11 @@ cdef class Dispatcher:
             cq.put_unit(rv.phy_offset, rv.total_size, tags_code, rv.queue_offset)
         if self.index_enabled and tx != SYSFLAG_TX_ROLLBACK and rv.phy_offset > self.index_skip_below \
                 and (ps.keys_len > 0 or ps.uniq_len > 0):
-            seed = java_hash_utf8(p + rv.topic_off, rv.topic_len, 0)
-            seed = <int32_t>(<unsigned int>seed * 31u + 35u)   # '#'
+            if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK:
+                seed = self.last_seed        # _queue() just matched or set this record's topic
+            else:
+                seed = java_hash_utf8(p + rv.topic_off, rv.topic_len, 0)
+                seed = <int32_t>(<unsigned int>seed * 31u + 35u)   # '#'
             if ps.uniq_len > 0:
                 self._index_key(seed, props + ps.uniq_off, ps.uniq_len, rv.phy_offset, rv.store_timestamp)
             if ps.keys_len > 0:

@@ -37,7 +37,8 @@ class MappedFileQueue:
         self.file_size = file_size
         self.warm = warm
         self.files: list[MappedFile] = []
-        self._prepared: MappedFile | None = None
+        # Files created (and pre-faulted) ahead of need, in order, starting right after the last file.
+        self._ahead: list[MappedFile] = []
         self._prep_thread: threading.Thread | None = None
         self._prep_error: BaseException | None = None
         self._prep_lock = threading.Lock()
@@ -101,41 +102,48 @@ class MappedFileQueue:
     def _prepare(self, start: int) -> None:
         try:
             mf = self._create(start)
-        except BaseException as exc:  # reported to the appender at its next roll
+        except BaseException as exc:  # the appender creates the file itself at its roll and sees the error
+            log.warning("preparing commitlog file %s failed: %s", file_name_of(start), exc)
             self._prep_error = exc
             return
         with self._prep_lock:
-            self._prepared = mf
+            self._ahead.append(mf)
+
+    def _next_start(self) -> int:
+        """Offset of the first file not yet created (after the last file and those made ahead)."""
+        if self._ahead:
+            return self._ahead[-1].file_from_offset + self.file_size
+        return self.files[-1].file_from_offset + self.file_size if self.files else 0
 
     def prepare_next(self) -> None:
-        """Start creating the file after the last one in the background (no-op if under way)."""
+        """Start creating the file after the last one in the background (no-op if under way or made)."""
         if self._prep_thread is not None and self._prep_thread.is_alive():
             return
-        if self._prepared is not None:
+        if self._ahead:
             return
-        start = self.files[-1].file_from_offset + self.file_size if self.files else 0
+        start = self._next_start()
         if self.files and os.path.exists(os.path.join(self.directory, file_name_of(start))):
             return
         self._prep_error = None
         self._prep_thread = threading.Thread(target=self._prepare, args=(start,), name="rmq-allocate", daemon=True)
         self._prep_thread.start()
 
-    def _take_prepared(self, start: int) -> MappedFile | None:
+    def _join_preparer(self) -> None:
         if self._prep_thread is not None:
             self._prep_thread.join()
             self._prep_thread = None
-        with self._prep_lock:
-            mf, self._prepared = self._prepared, None
-        if mf is not None and mf.file_from_offset != start:
-            mf.destroy()
-            mf = None
         self._prep_error = None
-        return mf
 
     def roll(self) -> MappedFile:
-        """Append the next file (the prepared one when ready) and start preparing the one after."""
+        """Append the next file (one made ahead when there is one) and start preparing the one after."""
         start = self.files[-1].file_from_offset + self.file_size if self.files else 0
-        mf = self._take_prepared(start) or self._create(start)
+        self._join_preparer()
+        with self._prep_lock:
+            mf = self._ahead.pop(0) if self._ahead else None
+        if mf is not None and mf.file_from_offset != start:     # cannot happen; never append a wrong file
+            raise CorruptFileError(f"prepared file {mf.path} does not follow offset {start}")
+        if mf is None:
+            mf = self._create(start)
         self.files.append(mf)
         self.prepare_next()
         return mf
@@ -146,25 +154,21 @@ class MappedFileQueue:
             return self.roll()
         return self.files[-1]
 
-    def ensure_capacity(self, nbytes: int) -> None:
-        """Make sure ``nbytes`` of records fit from the write position, so a put fails with DiskFullError
-        before writing anything rather than half way. The next file is created for real; room for any
-        further ones (only batches larger than a file need them) is checked against free disk space."""
+    def ensure_capacity(self, nbytes: int, max_record: int) -> None:
+        """Create every file a put of ``nbytes`` (largest record ``max_record``) can need before anything is
+        written, so a full disk fails the put with DiskFullError instead of half way. Records never
+        straddle files, so each file is counted as able to hold only file_size − 8 − max_record bytes."""
         last = self.writable()
         room = last.file_size - last.wrote_position - 8
         if nbytes <= room:
             return
-        start = last.file_from_offset + self.file_size
-        mf = self._take_prepared(start)
-        if mf is None:
-            mf = self._create(start)
-        self._prepared = mf
-        extra_files = max(0, -(-(nbytes - room - (self.file_size - 8)) // (self.file_size - 8)))
-        if extra_files:
-            st = os.statvfs(self.directory)
-            if st.f_bavail * st.f_frsize < extra_files * self.file_size:
-                from rmq_store._mapped import DiskFullError
-                raise DiskFullError(28, f"no space for {extra_files} more commitlog files of {self.file_size} bytes")
+        usable = self.file_size - 8 - max_record
+        need = 1 + max(0, nbytes - max(room - max_record, 0) - 1) // max(usable, 1)
+        self._join_preparer()
+        while len(self._ahead) < need:
+            mf = self._create(self._next_start())
+            with self._prep_lock:
+                self._ahead.append(mf)
 
     # --- flushing -----------------------------------------------------------------------------------
     def flush(self) -> int:
@@ -216,9 +220,9 @@ class MappedFileQueue:
             self._prep_thread.join()
             self._prep_thread = None
         with self._prep_lock:
-            if self._prepared is not None:
-                # Never written: remove it so the directory holds only files with data.
-                self._prepared.destroy()
-                self._prepared = None
+            # Never written: remove them so the directory holds only files with data.
+            for mf in self._ahead:
+                mf.destroy()
+            self._ahead = []
         for mf in self.files:
             mf.close()

@@ -420,11 +420,11 @@ class MessageStore:
         with self._put_lock:
             if not self._open:
                 raise StoreClosedError("store is closed")
-            total = validate_batch(t, bodies, properties, cfg.max_message_size,
+            total, largest = validate_batch(t, bodies, properties, cfg.max_message_size,
                                    cfg.mapped_file_size_commitlog - 8,
                                    len(bh) - 8 + len(self._store_host) - 8)
             cq = self._queue_for(topic, queue_id)
-            self.commitlog.ensure_capacity(total)
+            self.commitlog.ensure_capacity(total, largest)
             cq.reserve(n)
             store_ts = self._clock_ms()
             born_ts = store_ts if born_timestamp is None else born_timestamp

@@ -724,9 +724,6 @@ def test_disk_full_put_batch_stores_nothing(make_config, open_store, monkeypatch
     assert bodies_of(store.get_messages("D", 0, 0, max_count=1000, max_bytes=1 << 30)) == acked
 
 
-@pytest.mark.xfail(strict=True, reason="store bug: MappedFileQueue.ensure_capacity (commitlog.py) creates only the "
-                   "next file up front and checks room for further ones with statvfs; a batch needing two or more new "
-                   "files fails with DiskFullError half way, after part of it was written and dispatched")
 def test_disk_full_batch_larger_than_a_file_stores_nothing(make_config, open_store, monkeypatch):
     store = open_store(make_config())
     store.put("D", b"first", 0)

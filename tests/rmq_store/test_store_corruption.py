@@ -209,15 +209,15 @@ def test_empty_prepared_file_after_crash_is_not_damage(make_config, open_store):
     t = store.commitlog._prep_thread
     if t is not None:
         t.join(10)
-    prepared = store.commitlog._prepared
-    assert prepared is not None                           # the next file exists, never written
+    assert len(store.commitlog._ahead) == 1              # the next file exists, never written
+    prepared = store.commitlog._ahead[0]
     # Crash: no final flush or checkpoint, the abort file stays, and so does the prepared file.
     store._open = False
     store._retention.stop()
     store._flush._flush_commitlog = lambda *a, **k: None
     store._flush_logics = lambda *a, **k: None
     store._flush.stop()
-    store.commitlog._prepared = None                      # a clean close would delete it; a crash does not
+    store.commitlog._ahead = []                           # a clean close would delete it; a crash does not
     store._release_files()
     prepared.close()
     assert os.path.getsize(prepared.path) == cfg.mapped_file_size_commitlog
