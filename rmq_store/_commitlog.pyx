@@ -214,6 +214,8 @@ cdef class Dispatcher:
     # Recovery replay: a record for a queue with no files but a queue offset > 0 means the queue's files
     # were lost; raise so the store rebuilds every queue from the commitlog's start.
     cdef public bint strict
+    # False while re-indexing only (a lost index after a clean shutdown): queues are left alone.
+    cdef public bint queues_enabled
     cdef int64_t[::1] delay_ms              # delay level (1-based) → ms, for SCHEDULE_TOPIC tags codes
     cdef ConsumeQueue last_cq
     cdef bytes last_topic
@@ -238,6 +240,7 @@ cdef class Dispatcher:
         self.last_cq = None
         self.last_topic = None
         self.last_qid = -1
+        self.queues_enabled = True
 
     def forget_queues(self) -> None:
         """Drop the cached queue (after a topic is deleted)."""
@@ -287,7 +290,7 @@ cdef class Dispatcher:
         cdef const unsigned char *k
         cdef ConsumeQueue cq
         scan_properties(props, rv.props_len, &ps)
-        if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK:
+        if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK and self.queues_enabled:
             if ps.tags_len > 0:
                 tags_code = java_hash_utf8(props + ps.tags_off, ps.tags_len, 0)
             if (rv.topic_len == 19 and memcmp(p + rv.topic_off, <const char *>SCHEDULE_TOPIC, 19) == 0
@@ -309,7 +312,7 @@ cdef class Dispatcher:
             cq.put_unit(rv.phy_offset, rv.total_size, tags_code, rv.queue_offset)
         if self.index_enabled and tx != SYSFLAG_TX_ROLLBACK and rv.phy_offset > self.index_skip_below \
                 and (ps.keys_len > 0 or ps.uniq_len > 0):
-            if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK:
+            if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK and self.queues_enabled:
                 seed = self.last_seed        # _queue() just matched or set this record's topic
             else:
                 seed = java_hash_utf8(p + rv.topic_off, rv.topic_len, 0)

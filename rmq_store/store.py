@@ -305,6 +305,17 @@ class MessageStore:
             start_offset = min(start_offset, end)
         else:
             start_offset = files[start].file_from_offset
+        if (not abnormal and cfg.message_index_enable and self.index.end_phy_offset < 0
+                and self.commitlog.min_offset < end):
+            # The index is gone (deleted, or dropped as damaged at load) while the log has records:
+            # re-index the whole log; the queues were flushed by the clean close and stay as they are.
+            log.warning("the index is empty but the commitlog is not: re-indexing from offset %d",
+                        self.commitlog.min_offset)
+            self._dispatcher.queues_enabled = False
+            try:
+                self._redispatch_from(self.commitlog.min_offset, strict=False)
+            finally:
+                self._dispatcher.queues_enabled = True
         try:
             report.records_redispatched = self._redispatch_from(start_offset, strict=True)
         except CorruptFileError as exc:

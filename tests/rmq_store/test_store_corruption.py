@@ -333,12 +333,8 @@ def _damage_index(cfg, how: str) -> None:
 @pytest.mark.parametrize("how,unclean", [
     ("deleted", True),
     ("damaged", True),
-    pytest.param("deleted", False, marks=pytest.mark.xfail(strict=True, reason=CLEAN_OPEN_NO_REPLAY.format(
-        what="a deleted index directory is not re-indexed, key queries find nothing until "
-             "rebuild_consume_queues()"))),
-    pytest.param("damaged", False, marks=pytest.mark.xfail(strict=True, reason=CLEAN_OPEN_NO_REPLAY.format(
-        what="IndexService.load drops a damaged index file saying 'its keys rebuilt by recovery', but they "
-             "are not"))),
+    ("deleted", False),
+    ("damaged", False),
 ])
 def test_lost_index_is_reindexed_on_open(make_config, open_store, how, unclean):
     cfg = make_config()
