@@ -274,9 +274,12 @@ cdef class Dispatcher:
         cdef int i
         for i in range(self.npending):
             if not self.index.put_key(self.pend_hash[i], self.pend_phy[i], self.pend_ts[i]):
+                self.index._write_header()
                 self.index = self.index_roll()
                 if not self.index.put_key(self.pend_hash[i], self.pend_phy[i], self.pend_ts[i]):
                     raise RuntimeError("a fresh index file refused an entry")
+        if self.npending and self.index is not None:
+            self.index._write_header()
         self.npending = 0
         return 0
 

@@ -69,7 +69,10 @@ cdef class IndexFile:
         return self.index_count >= self.index_num
 
     cdef bint put_key(self, int32_t key_hash, int64_t phy, int64_t store_ts) noexcept:
-        """Append one entry; False when the file is full (the caller rolls to a new file)."""
+        """Append one entry; False when the file is full (the caller rolls to a new file).
+
+        The header is written by the caller once per batch (_write_header): until then a crash leaves
+        entries past the header's count, which reload ignores and recovery re-indexes."""
         cdef unsigned char *slot
         cdef unsigned char *entry
         cdef int32_t prev
@@ -98,12 +101,17 @@ cdef class IndexFile:
         self.hash_slot_count += 1
         self.end_timestamp = store_ts
         self.end_phy_offset = phy
-        self._write_header()
         return True
 
     def put(self, int32_t key_hash, int64_t phy, int64_t store_ts) -> bool:
-        """Python entry to put_key (tests, tools)."""
-        return self.put_key(key_hash, phy, store_ts)
+        """Python entry to put_key (tests, tools); writes the header too."""
+        cdef bint ok = self.put_key(key_hash, phy, store_ts)
+        self._write_header()
+        return ok
+
+    def sync_header(self) -> None:
+        """Write the cached header fields into the file."""
+        self._write_header()
 
     def time_matched(self, int64_t begin, int64_t end) -> bool:
         """Whether the file's time range overlaps [begin, end]."""

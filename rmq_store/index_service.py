@@ -41,10 +41,13 @@ class IndexService:
             if not (name.isdigit() and len(name) == 17):
                 continue
             path = os.path.join(self.directory, name)
+            mf = None
             try:
                 mf = MappedFile(path, self.file_size)
                 self.files.append(IndexFile(mf, self.slot_num, self.index_num, False))
             except CorruptFileError as exc:
+                if mf is not None:
+                    mf.close()
                 # The index is derived data: a damaged file is dropped and its keys rebuilt by recovery.
                 log.error("dropping damaged index file %s: %s", path, exc)
                 os.unlink(path)
