@@ -40,6 +40,8 @@ class MessageTooLargeError(ValueError):
 # Append
 # ----------------------------------------------------------------------------------------------------
 
+cdef class Dispatcher
+
 def validate_batch(bytes topic, list bodies, object properties, int64_t max_message_size,
                    Py_ssize_t max_record_size, Py_ssize_t host_len_extra):
     """Check every message of a batch before anything is written.
@@ -85,12 +87,16 @@ def validate_batch(bytes topic, list bodies, object properties, int64_t max_mess
 def append_batch(MappedFile mf, bytes topic, int32_t queue_id, list bodies, object properties,
                  int32_t flag, int32_t sys_flag, int64_t born_ts, bytes born_host, int64_t store_ts,
                  bytes store_host, int32_t reconsume_times, int64_t prepared_tx_offset,
-                 int64_t next_queue_offset, Py_ssize_t start, int64_t[::1] out_phy):
+                 int64_t next_queue_offset, Py_ssize_t start, int64_t[::1] out_phy, Dispatcher dispatcher=None):
     """Encode bodies[start:] as records at mf.wrote_position until the batch ends or the file fills.
 
     Returns (count written, file_full). When the next record plus an 8-byte blank marker does not fit,
     a BLANK marker fills the file's tail and file_full is True; the caller rolls to the next file.
-    The batch was validated by validate_batch first, so nothing here can fail half way.
+    The batch was validated by validate_batch first, so encoding cannot fail half way.
+
+    With a ``dispatcher`` each record is dispatched (consume-queue unit, index keys) right after it is
+    written, while it is still in the CPU cache, from the field positions the encoder already knows;
+    Dispatcher.dispatch does the same from parsed records (recovery, replication).
     """
     cdef Py_ssize_t i, n = PyList_GET_SIZE(bodies), rec, written = 0
     cdef int64_t pos = mf.wrote_position, size = mf.file_size
@@ -110,6 +116,8 @@ def append_batch(MappedFile mf, bytes topic, int32_t queue_id, list bodies, obje
     cdef bint no_queue_slot = tx == SYSFLAG_TX_PREPARED or tx == SYSFLAG_TX_ROLLBACK
     cdef int64_t qoff = next_queue_offset
     cdef bint full = False
+    cdef RecordView rv
+    cdef int32_t body_off = 72 + bh_len + sh_len
     # The host-format bits describe the hosts actually written, whatever the caller passed.
     sys_flag &= ~0x30
     if bh_len == 20:
@@ -139,11 +147,29 @@ def append_batch(MappedFile mf, bytes topic, int32_t queue_id, list bodies, obje
                      store_ts, sh, sh_len, reconsume_times, prepared_tx_offset,
                      body_p, body_len, topic_p, topic_len, props_p, props_len)
         out_phy[i] = mf.file_from_offset + pos
+        if dispatcher is not None:
+            rv.total_size = <int32_t>rec
+            rv.queue_id = queue_id
+            rv.queue_offset = 0 if no_queue_slot else qoff
+            rv.phy_offset = mf.file_from_offset + pos
+            rv.sys_flag = sys_flag
+            rv.store_timestamp = store_ts
+            rv.topic_off = body_off + body_len + 1
+            rv.topic_len = topic_len
+            rv.props_off = rv.topic_off + topic_len + 2
+            rv.props_len = props_len
+            mf.wrote_position = pos + rec      # the record is in the log even if its dispatch fails
+            dispatcher._dispatch_one(base + pos, &rv)
         pos += rec
         written += 1
         if not no_queue_slot:
             qoff += 1
     mf.wrote_position = pos
+    if dispatcher is not None:
+        dispatcher._flush_keys()
+        dispatcher.dispatched_to = mf.file_from_offset + pos
+        if written:
+            dispatcher.last_store_ts = store_ts
     return written, full
 
 

@@ -445,12 +445,9 @@ class MessageStore:
             dispatcher = self._dispatcher
             while start < n:
                 mf = self.commitlog.writable()
-                before = mf.wrote_position
                 written, full = append_batch(mf, t, queue_id, bodies, properties, flag, sys_flag, born_ts, bh,
                                              store_ts, self._store_host, reconsume_times,
-                                             prepared_transaction_offset, cq.max_offset, start, phy)
-                if written:
-                    dispatcher.dispatch(mf, before, mf.wrote_position)
+                                             prepared_transaction_offset, cq.max_offset, start, phy, dispatcher)
                 start += written
             self.last_store_timestamp = store_ts
             end = self.commitlog.max_offset
