@@ -73,14 +73,14 @@ class Target:
     informational: bool = False
 
 
-#: The issue's targets, plus the bytes-copy read against LMDB: LMDB materialises bytes, so that is the
-#: like-for-like read comparison, while the target itself is stated for rmq's native (zero-copy) read.
+#: The issue's targets.  The read target is graded on rmq's bytes-copy read, because LMDB's read materialises
+#: every value as bytes too; rmq's zero-copy read does less work, so it is shown beside it but not graded.
 TARGETS: Final = (
     Target("append >= 1.5x LMDB", OP_WRITE_ASYNC, "lmdb", 1.5),
     Target("append >= 0.8x plain file", OP_WRITE_ASYNC, "file", 0.8),
     Target("durable append >= 1.5x LMDB", OP_WRITE_DURABLE, "lmdb", 1.5),
-    Target("sequential read >= 1.0x LMDB", OP_READ, "lmdb", 1.0),
-    Target("seq read, bytes copy >= 1.0x LMDB", OP_READ_COPY, "lmdb", 1.0, informational=True),
+    Target("sequential read >= 1.0x LMDB (bytes)", OP_READ_COPY, "lmdb", 1.0),
+    Target("seq read, zero-copy views vs LMDB", OP_READ, "lmdb", 1.0, informational=True),
 )
 
 

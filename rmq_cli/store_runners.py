@@ -437,15 +437,10 @@ class RmqRunner(Runner):
     def settle(self) -> None:
         """Let the store finish creating and pre-faulting its next commitlog file before timing starts.
 
-        open() starts that in a background thread ("rmq-allocate"); in a running broker it is long done before
-        the next file is needed.  Timed concurrently, it would bill a 1 GiB page-fault storm the workload may
-        never use (1M x 128 B fits in the first file) to the append, and on a 2-vCPU machine that dominates.
-        The store has no public "ready" call, so this joins the thread by its name; if the name changes it
-        simply stops waiting.
-        """
-        for thread in threading.enumerate():
-            if thread.name == _RMQ_ALLOCATE_THREAD and thread is not threading.current_thread():
-                thread.join()
+        open() starts that in a background thread; in a running broker it is long done before the next file
+        is needed. Timed concurrently it would bill a 1 GiB page-fault storm the workload may never use
+        (1M x 128 B fits in the first file) to the append, and on a 2-vCPU machine that dominates."""
+        self._store.wait_ready()
 
     def append(self) -> int:
         put_batch = self._store.put_batch
@@ -462,12 +457,13 @@ class RmqRunner(Runner):
 
     def read(self, op: str) -> Tally:
         if op == OP_READ_COPY:
-            return self._read_copies()
-        return self._read(lambda bodies: sum(len(body) for body in bodies))
+            # Like the peers, every body becomes a bytes object: GetResult.body_list builds them in one C loop
+            # per buffer.  Each one is touched.
+            return self._read(lambda result: sum(len(body) for body in result.body_list()))
+        return self._read(lambda result: sum(len(body) for body in result.bodies()))
 
-    def _read_copies(self) -> Tally:
-        """Pull the queue as the peers read theirs: every body becomes a bytes object (GetResult.body_list
-        builds them in one C loop per call), and each one is touched."""
+    def _read(self, consume: Callable[[Any], int]) -> Tally:
+        """Pull the queue from offset 0 in BATCH-message calls; ``consume`` touches one call's bodies."""
         get_messages = self._store.get_messages
         offset = count = total = 0
         wanted = self.workload.count
@@ -476,25 +472,7 @@ class RmqRunner(Runner):
             if result.count == 0:
                 break
             try:
-                for body in result.body_list():
-                    total += len(body)
-            finally:
-                result.release()
-            count += result.count
-            offset = result.next_begin_offset
-        return Tally(count, total)
-
-    def _read(self, consume: Callable[[Iterator[memoryview]], int]) -> Tally:
-        """Pull the queue from offset 0 in BATCH-message calls, handing each call's bodies to ``consume``."""
-        get_messages = self._store.get_messages
-        offset = count = total = 0
-        wanted = self.workload.count
-        while count < wanted:
-            result = get_messages(TOPIC, 0, offset, max_count=BATCH, max_bytes=64 << 20)
-            if result.count == 0:
-                break
-            try:
-                total += consume(result.bodies())
+                total += consume(result)
             finally:
                 result.release()
             count += result.count

@@ -151,6 +151,13 @@ class MessageStore:
             raise
         return self.recovery
 
+    def wait_ready(self) -> None:
+        """Wait until the background creation of the next commitlog file (started at open and at every
+        roll) has finished: for benchmarks and tests that must not time it."""
+        t = self.commitlog._prep_thread
+        if t is not None:
+            t.join()
+
     def close(self) -> None:
         """Flush everything, write the checkpoint, remove the abort marker and unmap files.
 
