@@ -16,7 +16,6 @@ import os
 import random
 import sqlite3
 import struct
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -34,7 +33,6 @@ _POOL_SLACK: Final = 4096
 _POOL_STRIDE: Final = 97  # odd, so the offsets walk through every residue of _POOL_SLACK
 
 #: Name of the thread rmq_store's commitlog uses to create and pre-fault its next file (see RmqRunner.settle).
-_RMQ_ALLOCATE_THREAD: Final = "rmq-allocate"
 
 #: Operation names, shared by the runners, the report and the JSON.
 OP_WRITE_ASYNC: Final = "write async"
