@@ -32,7 +32,6 @@ TOPIC: Final = "BenchTopic"
 _POOL_SLACK: Final = 4096
 _POOL_STRIDE: Final = 97  # odd, so the offsets walk through every residue of _POOL_SLACK
 
-#: Name of the thread rmq_store's commitlog uses to create and pre-fault its next file (see RmqRunner.settle).
 
 #: Operation names, shared by the runners, the report and the JSON.
 OP_WRITE_ASYNC: Final = "write async"
