@@ -322,6 +322,14 @@ def decode_record(data, Py_ssize_t offset=0, bint check_crc=True):
     )
 
 
+cdef int _parse_or_raise(const unsigned char *p, Py_ssize_t avail, Py_ssize_t pos, RecordView *rv) except -1:
+    """parse_record for the buffer walkers below: a malformed record is a RecordError naming its offset."""
+    cdef int rc = parse_record(p, avail, rv)
+    if rc != RECORD_OK:
+        raise RecordError(f"record at offset {pos}: {_RC_TEXT.get(rc, rc)}")
+    return 0
+
+
 def decode_records(data, bint check_crc=True) -> list:
     """Decode every record of a buffer of concatenated records (a pull body)."""
     cdef const unsigned char[::1] v = data
@@ -329,9 +337,7 @@ def decode_records(data, bint check_crc=True) -> list:
     cdef RecordView rv
     out = []
     while pos < n:
-        rc = parse_record(&v[0] + pos, n - pos, &rv)
-        if rc != RECORD_OK:
-            raise RecordError(f"record at offset {pos}: {_RC_TEXT.get(rc, rc)}")
+        _parse_or_raise(&v[0] + pos, n - pos, pos, &rv)
         out.append(decode_record(data, pos, check_crc))
         pos += rv.total_size
     return out
@@ -344,9 +350,7 @@ def record_spans(data):
     cdef RecordView rv
     offsets, sizes = [], []
     while pos < n:
-        rc = parse_record(&v[0] + pos, n - pos, &rv)
-        if rc != RECORD_OK:
-            raise RecordError(f"record at offset {pos}: {_RC_TEXT.get(rc, rc)}")
+        _parse_or_raise(&v[0] + pos, n - pos, pos, &rv)
         offsets.append(pos)
         sizes.append(rv.total_size)
         pos += rv.total_size
@@ -360,9 +364,7 @@ def body_spans(data):
     cdef RecordView rv
     starts, ends = [], []
     while pos < n:
-        rc = parse_record(&v[0] + pos, n - pos, &rv)
-        if rc != RECORD_OK:
-            raise RecordError(f"record at offset {pos}: {_RC_TEXT.get(rc, rc)}")
+        _parse_or_raise(&v[0] + pos, n - pos, pos, &rv)
         starts.append(pos + rv.body_off)
         ends.append(pos + rv.body_off + rv.body_len)
         pos += rv.total_size
@@ -376,9 +378,7 @@ def body_list(data) -> list:
     cdef RecordView rv
     out = []
     while pos < n:
-        rc = parse_record(&v[0] + pos, n - pos, &rv)
-        if rc != RECORD_OK:
-            raise RecordError(f"record at offset {pos}: {_RC_TEXT.get(rc, rc)}")
+        _parse_or_raise(&v[0] + pos, n - pos, pos, &rv)
         out.append(PyBytes_FromStringAndSize(<const char *>&v[0] + pos + rv.body_off, rv.body_len))
         pos += rv.total_size
     return out
@@ -412,9 +412,7 @@ def body_views(buf) -> list:
     cdef object view = buf if isinstance(buf, memoryview) else memoryview(buf)
     out = []
     while pos < n:
-        rc = parse_record(&v[0] + pos, n - pos, &rv)
-        if rc != RECORD_OK:
-            raise RecordError(f"record at offset {pos}: {_RC_TEXT.get(rc, rc)}")
+        _parse_or_raise(&v[0] + pos, n - pos, pos, &rv)
         out.append(view[pos + rv.body_off:pos + rv.body_off + rv.body_len])
         pos += rv.total_size
     return out

@@ -478,24 +478,22 @@ def last_nonzero(MappedFile mf, int64_t start) -> int:
     return pos
 
 
+cdef int _record_at(MappedFile mf, int64_t rel, RecordView *rv):
+    if rel < 0 or rel >= mf.file_size or mf.closed:
+        return RECORD_END
+    return parse_record((<const unsigned char *><size_t>mf.address) + rel, mf.file_size - rel, rv)
+
+
 def store_timestamp_at(MappedFile mf, int64_t rel) -> int:
     """STORETIMESTAMP of the record at ``rel`` in ``mf`` (-1 if no valid record is there)."""
     cdef RecordView rv
-    if rel < 0 or rel >= mf.file_size or mf.closed:
-        return -1
-    if parse_record((<const unsigned char *><size_t>mf.address) + rel, mf.file_size - rel, &rv) != RECORD_OK:
-        return -1
-    return rv.store_timestamp
+    return rv.store_timestamp if _record_at(mf, rel, &rv) == RECORD_OK else -1
 
 
 def record_size_at(MappedFile mf, int64_t rel) -> int:
     """TOTALSIZE of the well-formed record at ``rel`` (-1 if there is none)."""
     cdef RecordView rv
-    if rel < 0 or rel >= mf.file_size or mf.closed:
-        return -1
-    if parse_record((<const unsigned char *><size_t>mf.address) + rel, mf.file_size - rel, &rv) != RECORD_OK:
-        return -1
-    return rv.total_size
+    return rv.total_size if _record_at(mf, rel, &rv) == RECORD_OK else -1
 
 
 def record_view(list files, int64_t file_size, int64_t phy, int64_t max_phy):

@@ -112,12 +112,7 @@ cdef class MappedFile:
             raise OSError(errno, f"cannot map {path}: {strerror(errno).decode()}")
 
     def __dealloc__(self):
-        if self.base != NULL:
-            munmap(self.base, self.file_size)
-            self.base = NULL
-        if self.fd >= 0:
-            c_close(self.fd)
-            self.fd = -1
+        self._unmap()
 
     def __repr__(self):
         return (f"MappedFile({self.path!r}, wrote={self.wrote_position}, flushed={self.flushed_position},"
