@@ -335,10 +335,11 @@ cdef class Dispatcher:
                 if level >= 1:
                     tags_code = rv.store_timestamp + self.delay_ms[level - 1]
             cq = self._queue(p + rv.topic_off, rv.topic_len, rv.queue_id)
-            if self.strict and rv.queue_offset > 0 and not cq.files:
-                from rmq_store._mapped import CorruptFileError
-                raise CorruptFileError(f"consume queue {cq.topic}-{cq.queue_id} lost its files")
-            cq.put_unit(rv.phy_offset, rv.total_size, tags_code, rv.queue_offset)
+            if cq is not None:          # None: a replayed record of a deleted topic
+                if self.strict and rv.queue_offset > 0 and not cq.files:
+                    from rmq_store._mapped import CorruptFileError
+                    raise CorruptFileError(f"consume queue {cq.topic}-{cq.queue_id} lost its files")
+                cq.put_unit(rv.phy_offset, rv.total_size, tags_code, rv.queue_offset)
         if self.index_enabled and tx != SYSFLAG_TX_ROLLBACK and rv.phy_offset > self.index_skip_below \
                 and (ps.keys_len > 0 or ps.uniq_len > 0):
             if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK and self.queues_enabled:

@@ -22,6 +22,7 @@ import time
 from typing import Callable, Iterable
 
 import numpy as np
+import orjson
 
 from rmq_common._record import decode_record, host_bytes, java_hash, record_keys
 from rmq_common.properties import decode_properties, encode_properties
@@ -92,6 +93,8 @@ class MessageStore:
         self._lock_fd = -1
         self._open = False
         self._used = False
+        self._known_queues: set[tuple[str, int]] = set()
+        self._replaying = False
         self.last_store_timestamp = 0
         self.recovery: RecoveryReport | None = None
         # Called after each put with (topic, queue_id, new max offset): long polling hooks in here.
@@ -127,6 +130,7 @@ class MessageStore:
             self.commitlog.load()
             self.index.load()
             self._load_queues()
+            self._load_manifest()
             self._dispatcher = Dispatcher(self._queue_for, self.index.roll,
                                           self.index.files[-1] if self.index.files else None,
                                           cfg.message_index_enable, cfg.delay_levels_ms)
@@ -244,15 +248,49 @@ class MessageStore:
                 cq.load()
                 self._queues[(topic, int(qid))] = cq
 
-    def _queue_for(self, topic: str, queue_id: int) -> ConsumeQueue:
+    # The queue manifest (``queues.json`` in the store root) lists every queue that should exist. It is
+    # written when a queue is created or a topic deleted (rare events), so a replay of the commitlog can tell a
+    # queue whose files were lost (listed: rebuild it) from a deleted topic's old records (unlisted: skip).
+    def _manifest_path(self) -> str:
+        return os.path.join(self.root, "queues.json")
+
+    def _load_manifest(self) -> None:
+        path = self._manifest_path()
+        try:
+            with open(path, "rb") as f:
+                self._known_queues = {(t, int(q)) for t, q in orjson.loads(f.read())["queues"]}
+        except FileNotFoundError:
+            self._known_queues = set(self._queues)      # a store from before the manifest, or a new one
+            self._save_manifest()
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("unreadable %s (%s): taking the queues on disk as the complete set", path, exc)
+            self._known_queues = set(self._queues)
+            self._save_manifest()
+
+    def _save_manifest(self) -> None:
+        path = self._manifest_path()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps({"queues": sorted(self._known_queues)}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _queue_for(self, topic: str, queue_id: int) -> ConsumeQueue | None:
         cq = self._queues.get((topic, queue_id))
         if cq is None:
             with self._queues_lock:
                 cq = self._queues.get((topic, queue_id))
                 if cq is None:
+                    key = (topic, queue_id)
+                    if self._replaying and key not in self._known_queues:
+                        return None     # records of a deleted topic: replay must not bring it back
                     cq = ConsumeQueue(self._cq_root(), topic, queue_id,
                                       self.config.mapped_file_size_consume_queue // 20)
-                    self._queues[(topic, queue_id)] = cq
+                    self._queues[key] = cq
+                    if key not in self._known_queues:
+                        self._known_queues.add(key)
+                        self._save_manifest()
         return cq
 
     def queues(self) -> list[tuple[str, int]]:
@@ -323,12 +361,27 @@ class MessageStore:
                 self._redispatch_from(self.commitlog.min_offset, strict=False)
             finally:
                 self._dispatcher.queues_enabled = True
+        self._replaying = True
         try:
-            report.records_redispatched = self._redispatch_from(start_offset, strict=True)
-        except CorruptFileError as exc:
-            log.warning("consume queues disagree with the commitlog (%s): rebuilding them from its start", exc)
-            report.full_rebuild = True
-            report.records_redispatched = self.rebuild_consume_queues(_recovering=True)
+            missing = sorted(k for k in self._known_queues if k not in self._queues or not self._queues[k].files)
+            if missing:
+                # Listed queues without files lost them: rebuild them from the whole log (queues that
+                # exist only check their units; unlisted topics are skipped).
+                log.warning("consume queues without files: %s; rebuilding them from the commitlog", missing)
+                report.full_rebuild = True
+                self._redispatch_from(self.commitlog.min_offset, strict=False)
+                gone = [k for k in missing if k not in self._queues or not self._queues[k].files]
+                if gone:    # no record of theirs is left in the log (retention): nothing to rebuild
+                    self._known_queues.difference_update(gone)
+                    self._save_manifest()
+            try:
+                report.records_redispatched = self._redispatch_from(start_offset, strict=True)
+            except CorruptFileError as exc:
+                log.warning("consume queues disagree with the commitlog (%s): rebuilding them from its start", exc)
+                report.full_rebuild = True
+                report.records_redispatched = self.rebuild_consume_queues(_recovering=True)
+        finally:
+            self._replaying = False
         self.last_store_timestamp = self._dispatcher.last_store_ts
         return report
 
@@ -370,7 +423,11 @@ class MessageStore:
                 self.index.destroy()
                 self._dispatcher.index = self.index.roll()
             self._dispatcher.index_skip_below = -1
-            return self._redispatch_from(self.commitlog.min_offset, strict=False)
+            replaying, self._replaying = self._replaying, True
+            try:
+                return self._redispatch_from(self.commitlog.min_offset, strict=False)
+            finally:
+                self._replaying = replaying
 
     # ------------------------------------------------------------------------------------------------
     # Writing
@@ -650,6 +707,8 @@ class MessageStore:
             for k in doomed:
                 self._queues.pop(k).destroy()
             self._dispatcher.forget_queues()
+            self._known_queues = {k for k in self._known_queues if k[0] != topic}
+            self._save_manifest()
         tdir = os.path.join(self._cq_root(), topic)
         if os.path.isdir(tdir):
             for qdir in os.listdir(tdir):

@@ -231,19 +231,11 @@ def test_empty_prepared_file_after_crash_is_not_damage(make_config, open_store):
 # ---------------------------------------------------------------------------------------------------------------
 # Consume queue and index damage
 # ---------------------------------------------------------------------------------------------------------------
-CLEAN_OPEN_NO_REPLAY = ("store bug: after a clean shutdown _recover (store.py) replays only records past "
-                        "max(every queue's max_phy_end, the index end), i.e. nothing, so lost derived files are not "
-                        "rebuilt: {what}. (Keeping deleted topics deleted and rebuilding lost queues both need a "
-                        "record of deleted topics.)")
-
-
 @pytest.mark.parametrize("which,unclean", [
     ("one queue", True),
     ("all queues", True),
-    pytest.param("one queue", False, marks=pytest.mark.xfail(strict=True, reason=CLEAN_OPEN_NO_REPLAY.format(
-        what="a deleted consume queue directory stays missing and its messages unreadable"))),
-    pytest.param("all queues", False, marks=pytest.mark.xfail(strict=True, reason=CLEAN_OPEN_NO_REPLAY.format(
-        what="with every consume queue deleted the store opens empty"))),
+    ("one queue", False),
+    ("all queues", False),
 ])
 def test_missing_consume_queue_directory_is_rebuilt(make_config, open_store, which, unclean):
     cfg = make_config()
@@ -272,9 +264,6 @@ def _old_queue_then_many_files(store):
     assert len(store.commitlog.files) >= 5
 
 
-@pytest.mark.xfail(strict=True, reason="store bug/limitation: abnormal recovery replays the commitlog only from the "
-                   "file the checkpoint points at (store.py _recover) and detects a lost queue only when a replayed "
-                   "record finds it without files; a queue whose records all precede that file silently disappears")
 def test_missing_consume_queue_of_old_topic_is_rebuilt(make_config, open_store, fake_clock):
     cfg = make_config()
     fake_clock.step = 1000
