@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deps-installed
-PYX    := $(shell find rmq_common rmq_store -name '*.pyx' -o -name '*.pxd')
+PYX    := $(shell find rmq_common rmq_store rmq_remoting -name '*.pyx' -o -name '*.pxd')
 BUILT  := $(VENV)/.ext-built
 
 .PHONY: run test bench soak build clean venv
@@ -39,4 +39,4 @@ soak: build
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 clean:
-	rm -rf build $(BUILT) rmq_common/*.c rmq_store/*.c rmq_common/*.so rmq_store/*.so
+	rm -rf build $(BUILT) rmq_*/*.c rmq_*/*.so

@@ -23,6 +23,7 @@ EXTENSIONS = [
     ext("rmq_store._consumequeue"),
     ext("rmq_store._index"),
     ext("rmq_store._commitlog", libraries=["z"]),
+    ext("rmq_remoting._frame"),
 ]
 
 setup(
