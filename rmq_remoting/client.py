@@ -168,13 +168,18 @@ class RemotingClient:
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def invoke(self, addr: str, cmd: RemotingCommand, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> RemotingCommand:
-        """Send ``cmd`` to ``addr`` and return the response; the timeout covers connecting too."""
+    async def _connect_within(self, addr: str, timeout_ms: float, what: str):
+        """The connection to ``addr`` and the ms of ``timeout_ms`` left after (re)connecting."""
         start = trio.current_time()
         conn = await self.get_connection(addr, timeout_ms)
         remaining = timeout_ms - (trio.current_time() - start) * 1000.0
         if remaining <= 0:
-            raise RemotingTimeoutError(f"call to {addr} timed out after {timeout_ms:g} ms while connecting")
+            raise RemotingTimeoutError(f"{what} to {addr} timed out after {timeout_ms:g} ms while connecting")
+        return conn, remaining
+
+    async def invoke(self, addr: str, cmd: RemotingCommand, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> RemotingCommand:
+        """Send ``cmd`` to ``addr`` and return the response; the timeout covers connecting too."""
+        conn, remaining = await self._connect_within(addr, timeout_ms, "call")
         try:
             return await conn.send_request(cmd, remaining)
         except RemotingTimeoutError:
@@ -183,9 +188,5 @@ class RemotingClient:
 
     async def invoke_oneway(self, addr: str, cmd: RemotingCommand, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> None:
         """Send ``cmd`` flagged oneway; returns once it is queued for writing."""
-        start = trio.current_time()
-        conn = await self.get_connection(addr, timeout_ms)
-        remaining = timeout_ms - (trio.current_time() - start) * 1000.0
-        if remaining <= 0:
-            raise RemotingTimeoutError(f"oneway call to {addr} timed out after {timeout_ms:g} ms while connecting")
+        conn, remaining = await self._connect_within(addr, timeout_ms, "oneway call")
         await conn.send_oneway(cmd, remaining)

@@ -173,16 +173,6 @@ def append_batch(MappedFile mf, bytes topic, int32_t queue_id, list bodies, obje
     return written, full
 
 
-def append_blank_tail(MappedFile mf) -> None:
-    """Close a file early with a BLANK marker (used when a raw copy must start at the next file)."""
-    cdef int64_t pos = mf.wrote_position
-    cdef unsigned char *base = <unsigned char *><size_t>mf.address
-    if mf.file_size - pos >= 8:
-        rmq_put_i32(base + pos, <int32_t>(mf.file_size - pos))
-        rmq_put_i32(base + pos + 4, MAGIC_BLANK)
-    mf.wrote_position = mf.file_size
-
-
 # ----------------------------------------------------------------------------------------------------
 # Recovery scan
 # ----------------------------------------------------------------------------------------------------
@@ -391,11 +381,12 @@ def gather(ConsumeQueue cq, list cl_files, int64_t cl_file_size, int64_t cl_min_
            int64_t[::1] out_phy, int32_t[::1] out_size, int64_t[::1] out_qoff, int64_t[:, ::1] out_runs):
     """Collect up to max_count records of ``cq`` from ``offset``.
 
-    Returns (found, scanned, bytes, filtered, missing, runs): ``scanned`` units were consumed (the caller's
-    next offset is offset + scanned); ``filtered`` units did not match ``tag_codes`` (a set of ints, or
-    None); ``missing`` units pointed below the commitlog's minimum or past its end, or at a record whose
-    size or magic disagrees with the unit (reported, never returned). ``out_runs[r]`` =
-    (file index, start, end, records) of each run of records contiguous in one commitlog file.
+    Returns (found, scanned, bytes, filtered, missing, views): ``scanned`` units were consumed (the
+    caller's next offset is offset + scanned); ``filtered`` units did not match ``tag_codes`` (a set of
+    ints, or None); ``missing`` units pointed below the commitlog's minimum or past its end, into a file
+    retention closed, or at a record whose size, magic, queue id or queue offset disagrees with the unit
+    (reported, never returned). ``views`` has one read-only view per run of records contiguous in one
+    commitlog file; ``out_runs[r]`` = (file index, start, end, records) of run r.
     """
     cdef int nruns = 0
     cdef int64_t o, phy, tags, total = 0, first_from, idx, rel

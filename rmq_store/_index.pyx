@@ -109,10 +109,6 @@ cdef class IndexFile:
         self._write_header()
         return ok
 
-    def sync_header(self) -> None:
-        """Write the cached header fields into the file."""
-        self._write_header()
-
     def time_matched(self, int64_t begin, int64_t end) -> bool:
         """Whether the file's time range overlaps [begin, end]."""
         if self.index_count <= 1:

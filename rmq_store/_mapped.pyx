@@ -67,7 +67,7 @@ cdef class MappedFile:
         self.fd = -1
         self.base = NULL
 
-    def __init__(self, str path, int64_t file_size, *, bint create=False, bint must_exist=False):
+    def __init__(self, str path, int64_t file_size, *, bint create=False):
         """Map ``path`` (named by its start offset) of exactly ``file_size`` bytes.
 
         ``create``: make a new file (it must not exist), reserving its blocks.

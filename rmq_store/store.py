@@ -24,15 +24,15 @@ from typing import Callable, Iterable
 import numpy as np
 import orjson
 
-from rmq_common._record import decode_record, host_bytes, java_hash, record_keys
+from rmq_common._record import decode_record, host_bytes, record_keys
 from rmq_common.properties import decode_properties, encode_properties
 from rmq_common.topic import validate_topic
 from rmq_store._commitlog import (
-    Dispatcher, MessageTooLargeError, append_batch, first_store_timestamp, gather, record_size_at, record_view,
+    Dispatcher, append_batch, first_store_timestamp, gather, record_size_at, record_view,
     store_timestamp_at, validate_batch,
 )
 from rmq_store._consumequeue import ConsumeQueue
-from rmq_store._mapped import CorruptFileError, DiskFullError, StoreError
+from rmq_store._mapped import CorruptFileError, StoreError
 from rmq_store.checkpoint import StoreCheckpoint
 from rmq_store.commitlog import MappedFileQueue, remove_interrupted_creations
 from rmq_store.config import FlushDiskType, StoreConfig
