@@ -346,7 +346,8 @@ class Connection:
                                             f"cannot encode the response: {_describe(exc)}").encode_parts()
             await self._send_parts(parts)
         except RemotingConnectError:
-            pass
+            # The peer went away before its answer could be written; nobody is left to tell.
+            log.debug("remoting: dropped the answer to code %d: %s is gone", cmd.code, self.remote_addr)
         except Exception:
             log.exception("remoting: failed to answer code %d from %s", cmd.code, self.remote_addr)
         finally:
