@@ -17,12 +17,13 @@ from rmq_remoting.codes import RequestCode, ResponseCode
 from rmq_remoting.command import (CURRENT_VERSION, RPC_ONEWAY, RPC_RESPONSE, LanguageCode, MQVersion,
                                   RemotingCommand, SerializeType)
 from rmq_remoting.connection import Connection, HandlerTable
-from rmq_remoting.errors import FrameError, RemotingConnectError, RemotingError, RemotingTimeoutError
+from rmq_remoting.errors import (FrameError, RemotingCommandError, RemotingConnectError, RemotingError,
+                                 RemotingTimeoutError)
 from rmq_remoting.server import RemotingServer
 
 __all__ = [
     "RemotingServer", "RemotingClient", "Connection", "HandlerTable", "RemotingCommand", "RequestCode",
     "ResponseCode", "LanguageCode", "SerializeType", "MQVersion", "CURRENT_VERSION", "RPC_RESPONSE",
-    "RPC_ONEWAY", "RemotingError", "FrameError", "RemotingConnectError", "RemotingTimeoutError",
+    "RPC_ONEWAY", "RemotingError", "FrameError", "RemotingCommandError", "RemotingConnectError", "RemotingTimeoutError",
     "DEFAULT_MAX_FRAME", "FrameDecoder", "split_frames", "encode_frame",
 ]

@@ -21,3 +21,13 @@ class RemotingConnectError(RemotingError, ConnectionError):
 
 class RemotingTimeoutError(RemotingError, TimeoutError):
     """No answer within the call's timeout; the peer may still execute the request."""
+
+
+class RemotingCommandError(RemotingError, ValueError):
+    """A well-framed request whose header fields are missing or invalid (RocketMQ's
+    RemotingCommandException): answered with SYSTEM_ERROR and this message as the remark; the
+    connection stays open. ``field`` names the offending header field when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
