@@ -26,7 +26,7 @@ import trio
 from rmq_remoting._frame import DEFAULT_MAX_FRAME, FrameDecoder
 from rmq_remoting.codes import ResponseCode
 from rmq_remoting.command import RPC_ONEWAY, RPC_RESPONSE, RemotingCommand, next_opaque
-from rmq_remoting.errors import FrameError, RemotingConnectError, RemotingTimeoutError
+from rmq_remoting.errors import FrameError, RemotingCommandError, RemotingConnectError, RemotingTimeoutError
 
 __all__ = ["Connection", "HandlerTable", "Handler", "CloseHook", "DEFAULT_MAX_INFLIGHT"]
 
@@ -325,6 +325,10 @@ class Connection:
             else:
                 try:
                     response = await handler(self, cmd)
+                except RemotingCommandError as exc:
+                    # A bad header is the caller's mistake, not ours: answer it, no traceback.
+                    log.debug("remoting: code %d from %s rejected: %s", cmd.code, self.remote_addr, exc)
+                    response = cmd.create_response(ResponseCode.SYSTEM_ERROR, str(exc))
                 except Exception as exc:
                     log.warning("remoting: handler for code %d from %s failed", cmd.code, self.remote_addr,
                                 exc_info=True)
