@@ -23,6 +23,22 @@
 #
 # BLANK tail: TOTALSIZE = bytes left in the file, MAGICCODE = 0xCBD43194, written when the
 # next record plus END_FILE_MIN_BLANK_LENGTH does not fit.
+#
+# Batch body item (PROTOCOL.md §4.6): the body of SEND_BATCH_MESSAGE (320), and of SEND_MESSAGE
+# (10/310) with batch=true/"1", is items concatenated as MessageDecoder.encodeMessage writes them
+# (Java, rocketmq-client-cpp BatchMessage::encode and Go Message.Marshal alike). Big-endian.
+#
+#   off    size  field
+#     0       4  TOTALSIZE          22 + n + p (includes itself); checked here, ignored by R4
+#     4       4  MAGICCODE          0; ignored (R4 reads and drops it)
+#     8       4  BODYCRC            0; ignored (the broker computes the stored record's CRC)
+#    12       4  FLAG               the item's user flag -> stored FLAG
+#    16     4+n  BODY               int32 length + bytes
+#  20+n     2+p  PROPERTIES         int16 length + property string of the item (its UNIQ_KEY etc.)
+#
+# Each item becomes one stored record (above): FLAG, BODY as is; stored PROPERTIES = the item's
+# string, then U+0002 if the item's string is non-empty and does not already end with one, then the
+# batch header's properties and CLUSTER (R4 CommitLog batch encoder, needAppendLastPropertySeparator).
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint32_t
 
@@ -68,6 +84,20 @@ cdef enum:
     RECORD_FIXED_V4 = 84 + 4 + 1 + 2
     MAX_TOPIC_LENGTH_V1 = 127
     MAX_PROPERTIES_LENGTH = 32767
+    # Batch body items (drawing above).
+    BATCH_OFF_TOTALSIZE = 0
+    BATCH_OFF_MAGIC = 4
+    BATCH_OFF_BODYCRC = 8
+    BATCH_OFF_FLAG = 12
+    BATCH_OFF_BODYLEN = 16
+    BATCH_OFF_BODY = 20
+    BATCH_ITEM_FIXED = 4 + 4 + 4 + 4 + 4 + 2
+    # Defaults of decode/encode_batch_body: RocketMQ's maxMessageSize (4 MiB) per body, and an item
+    # count above what a 4.9 broker with that maxMessageSize can store from one batch (about 45,000).
+    BATCH_DEFAULT_MAX_BODY = 4 * 1024 * 1024
+    BATCH_DEFAULT_MAX_ITEMS = 65536
+    # Largest max_body whose items still fit TOTALSIZE (int32) with the largest property string.
+    BATCH_MAX_BODY_LIMIT = 0x7FFFFFFF - BATCH_ITEM_FIXED - MAX_PROPERTIES_LENGTH
 
 # Positions of the variable fields of one record, computed from its SYSFLAG.
 cdef struct RecordView:
@@ -105,6 +135,26 @@ cdef struct PropertyScan:
     int32_t delay_off
     int32_t delay_len
 
+# Positions of the fields of one batch body item, relative to the item's first byte.
+cdef struct BatchItemView:
+    int32_t total_size      # the TOTALSIZE field as sent
+    int32_t flag
+    int32_t body_off
+    int32_t body_len
+    int32_t props_off
+    int32_t props_len
+
+# Results of parse_batch_item (checked in this order).
+cdef enum:
+    BATCH_ITEM_OK = 1
+    BATCH_ITEM_SHORT = -1           # fewer than BATCH_ITEM_FIXED bytes left
+    BATCH_ITEM_NEG_BODY = -2        # bodyLen < 0
+    BATCH_ITEM_BODY_TOO_LARGE = -3  # bodyLen > max_body
+    BATCH_ITEM_BODY_PAST_END = -4   # body or the properties length field runs past the data
+    BATCH_ITEM_NEG_PROPS = -5       # propertiesLen < 0
+    BATCH_ITEM_PROPS_PAST_END = -6  # property string runs past the data
+    BATCH_ITEM_BAD_TOTALSIZE = -7   # TOTALSIZE != 22 + bodyLen + propertiesLen
+
 # Results of validate_record.
 cdef enum:
     RECORD_OK = 1
@@ -133,3 +183,11 @@ cdef Py_ssize_t write_record(unsigned char *dst, int32_t total_size, int32_t bod
                              const unsigned char *body, int32_t body_len,
                              const unsigned char *topic, int32_t topic_len,
                              const unsigned char *props, int32_t props_len) noexcept nogil
+cdef int parse_batch_item(const unsigned char *p, Py_ssize_t avail, Py_ssize_t max_body,
+                          BatchItemView *it) noexcept nogil
+cdef Py_ssize_t merged_properties_length(const unsigned char *props, Py_ssize_t props_len,
+                                         Py_ssize_t extra_len) noexcept nogil
+cdef Py_ssize_t write_merged_properties(unsigned char *dst, const unsigned char *props, Py_ssize_t props_len,
+                                        const unsigned char *extra, Py_ssize_t extra_len) noexcept nogil
+cdef Py_ssize_t write_batch_item(unsigned char *dst, int32_t flag, const unsigned char *body, int32_t body_len,
+                                 const unsigned char *props, int32_t props_len) noexcept nogil

@@ -4,8 +4,27 @@
 The C-level functions are the hot path shared by the store (append, dispatch, recovery scan, reads).
 The Python-level functions serve tests, tools and clients: encode one record, decode records into
 ``MessageExt`` objects, the masked CRC and Java's String.hashCode over UTF-8 bytes.
+
+Batch bodies (PROTOCOL.md §4.6; drawing in _record.pxd). A batch send carries its messages as items
+concatenated, each ``int32 TOTALSIZE, int32 MAGIC (0), int32 BODYCRC (0), int32 FLAG, int32 bodyLen +
+body, int16 propertiesLen + properties`` (RocketMQ's ``MessageDecoder.encodeMessages``):
+
+* ``decode_batch_body(data, extra_properties=b"")`` → ``(bodies, properties, flags)``, one entry per item,
+  each property string already merged into the form the broker stores: the item's string, U+0002 when
+  it is non-empty and does not end with one, then ``extra_properties`` (the batch header's properties and
+  ``CLUSTER``), as R4's CommitLog batch encoder does. The lists go straight to ``MessageStore.put_batch``.
+* ``encode_batch_body(bodies, properties, flags)`` is the client side, the inverse.
+
+Both validate strictly and raise ``BatchBodyError`` (a ValueError) naming the item and its offset: a
+truncated item or trailing bytes, TOTALSIZE not equal to the item's size, a negative length, a body over
+``max_body``, more than ``max_items`` items, an empty batch, a (merged) property string over 32767 bytes.
+R4 itself reads TOTALSIZE, MAGIC and BODYCRC and drops them; every client (Java ``encodeMessage``, CPP
+``BatchMessage::encode``, Go ``Message.Marshal``) writes TOTALSIZE = 22 + bodyLen + propertiesLen, so
+checking it costs no client and catches a mis-framed body that would otherwise decode into wrong
+messages. MAGIC and BODYCRC stay unchecked, as in R4.
 """
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from libc.string cimport memcpy, memcmp
 from libc.stdint cimport int16_t, int32_t, int64_t, uint32_t
 
@@ -17,6 +36,9 @@ BLANK_MAGIC_CODE = <int32_t>MAGIC_BLANK
 RECORD_FIXED_LENGTH_V4 = RECORD_FIXED_V4
 TOPIC_MAX_LENGTH = MAX_TOPIC_LENGTH_V1
 PROPERTIES_MAX_LENGTH = MAX_PROPERTIES_LENGTH
+BATCH_ITEM_FIXED_LENGTH = BATCH_ITEM_FIXED
+BATCH_MAX_ITEMS = BATCH_DEFAULT_MAX_ITEMS
+BATCH_MAX_BODY = BATCH_DEFAULT_MAX_BODY
 
 
 cdef int32_t masked_crc32(const unsigned char *p, Py_ssize_t n) noexcept nogil:
@@ -416,3 +438,286 @@ def body_views(buf) -> list:
         out.append(view[pos + rv.body_off:pos + rv.body_off + rv.body_len])
         pos += rv.total_size
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch bodies (SEND_BATCH_MESSAGE; SEND_MESSAGE with batch=true)
+# ---------------------------------------------------------------------------------------------
+
+cdef int parse_batch_item(const unsigned char *p, Py_ssize_t avail, Py_ssize_t max_body,
+                          BatchItemView *it) noexcept nogil:
+    """Locate the fields of the batch item at ``p`` (``avail`` bytes left). Returns BATCH_ITEM_* codes;
+    the fields read before a failure are set, so the caller can say what was wrong."""
+    cdef Py_ssize_t body_end
+    it.total_size = 0
+    it.flag = 0
+    it.body_off = BATCH_OFF_BODY
+    it.body_len = 0
+    it.props_off = 0
+    it.props_len = 0
+    if avail < BATCH_ITEM_FIXED:
+        return BATCH_ITEM_SHORT
+    it.total_size = rmq_get_i32(p + BATCH_OFF_TOTALSIZE)
+    it.flag = rmq_get_i32(p + BATCH_OFF_FLAG)
+    it.body_len = rmq_get_i32(p + BATCH_OFF_BODYLEN)
+    if it.body_len < 0:
+        return BATCH_ITEM_NEG_BODY
+    if it.body_len > max_body:
+        return BATCH_ITEM_BODY_TOO_LARGE
+    body_end = BATCH_OFF_BODY + <Py_ssize_t>it.body_len
+    if body_end + 2 > avail:
+        return BATCH_ITEM_BODY_PAST_END
+    it.props_len = rmq_get_i16(p + body_end)
+    it.props_off = <int32_t>(body_end + 2)
+    if it.props_len < 0:
+        return BATCH_ITEM_NEG_PROPS
+    if body_end + 2 + it.props_len > avail:
+        return BATCH_ITEM_PROPS_PAST_END
+    if it.total_size != body_end + 2 + it.props_len:
+        return BATCH_ITEM_BAD_TOTALSIZE
+    return BATCH_ITEM_OK
+
+
+cdef inline bint _needs_separator(const unsigned char *props, Py_ssize_t props_len,
+                                  Py_ssize_t extra_len) noexcept nogil:
+    # R4: propertiesLen > 0 && batchPropLen > 0 && last byte != PROPERTY_SEPARATOR.
+    return props_len > 0 and extra_len > 0 and props[props_len - 1] != 2
+
+
+cdef Py_ssize_t merged_properties_length(const unsigned char *props, Py_ssize_t props_len,
+                                         Py_ssize_t extra_len) noexcept nogil:
+    """Length of the stored property string: the item's, a U+0002 if needed, then the extra properties."""
+    return props_len + extra_len + (1 if _needs_separator(props, props_len, extra_len) else 0)
+
+
+cdef Py_ssize_t write_merged_properties(unsigned char *dst, const unsigned char *props, Py_ssize_t props_len,
+                                        const unsigned char *extra, Py_ssize_t extra_len) noexcept nogil:
+    """Write the stored property string (see merged_properties_length) at ``dst``; returns its length."""
+    cdef Py_ssize_t n = props_len
+    if props_len > 0:
+        memcpy(dst, props, props_len)
+    if _needs_separator(props, props_len, extra_len):
+        dst[n] = 2
+        n += 1
+    if extra_len > 0:
+        memcpy(dst + n, extra, extra_len)
+        n += extra_len
+    return n
+
+
+cdef Py_ssize_t write_batch_item(unsigned char *dst, int32_t flag, const unsigned char *body, int32_t body_len,
+                                 const unsigned char *props, int32_t props_len) noexcept nogil:
+    """Write one batch item at ``dst`` (BATCH_ITEM_FIXED + body_len + props_len bytes); returns its size."""
+    cdef Py_ssize_t size = BATCH_ITEM_FIXED + <Py_ssize_t>body_len + props_len
+    rmq_put_i32(dst + BATCH_OFF_TOTALSIZE, <int32_t>size)
+    rmq_put_i32(dst + BATCH_OFF_MAGIC, 0)
+    rmq_put_i32(dst + BATCH_OFF_BODYCRC, 0)
+    rmq_put_i32(dst + BATCH_OFF_FLAG, flag)
+    rmq_put_i32(dst + BATCH_OFF_BODYLEN, body_len)
+    if body_len > 0:
+        memcpy(dst + BATCH_OFF_BODY, body, body_len)
+    rmq_put_i16(dst + BATCH_OFF_BODY + body_len, <int16_t>props_len)
+    if props_len > 0:
+        memcpy(dst + BATCH_OFF_BODY + body_len + 2, props, props_len)
+    return size
+
+
+class BatchBodyError(ValueError):
+    """A batch body (or a batch to encode) that breaks the batch item format or its limits."""
+
+
+cdef str _batch_item_problem(int rc, const BatchItemView *it, Py_ssize_t avail, Py_ssize_t max_body):
+    cdef Py_ssize_t body_end = BATCH_OFF_BODY + <Py_ssize_t>it.body_len
+    if rc == BATCH_ITEM_SHORT:
+        return (f"truncated item or trailing garbage: {avail} byte{'' if avail == 1 else 's'} left, "
+                f"fewer than the {BATCH_ITEM_FIXED}-byte minimum item")
+    if rc == BATCH_ITEM_NEG_BODY:
+        return f"negative body length {it.body_len}"
+    if rc == BATCH_ITEM_BODY_TOO_LARGE:
+        return f"body of {it.body_len} bytes exceeds max_body {max_body}"
+    if rc == BATCH_ITEM_BODY_PAST_END:
+        return (f"truncated: body of {it.body_len} bytes and the properties length need "
+                f"{body_end + 2} bytes, {avail} left")
+    if rc == BATCH_ITEM_NEG_PROPS:
+        return f"negative properties length {it.props_len}"
+    if rc == BATCH_ITEM_PROPS_PAST_END:
+        return (f"truncated: body of {it.body_len} bytes and properties of {it.props_len} bytes need "
+                f"{body_end + 2 + it.props_len} bytes, {avail} left")
+    if rc == BATCH_ITEM_BAD_TOTALSIZE:
+        return (f"TOTALSIZE {it.total_size} does not match the item's actual size "
+                f"{body_end + 2 + it.props_len} (22 + body {it.body_len} + properties {it.props_len})")
+    return f"malformed item ({rc})"
+
+
+cdef _check_limits(Py_ssize_t max_items, Py_ssize_t max_body):
+    if max_items < 1:
+        raise ValueError(f"max_items must be >= 1, not {max_items}")
+    if max_body < 0 or max_body > BATCH_MAX_BODY_LIMIT:
+        raise ValueError(f"max_body must be within 0..{BATCH_MAX_BODY_LIMIT}, not {max_body}")
+
+
+def decode_batch_body(data, extra_properties=b"", Py_ssize_t max_items=BATCH_DEFAULT_MAX_ITEMS,
+                      Py_ssize_t max_body=BATCH_DEFAULT_MAX_BODY):
+    """Split a batch body into ``(bodies, properties, flags)``: three lists, one entry per item.
+
+    ``properties[i]`` is the property string to store for item i: the item's own string, then, when
+    ``extra_properties`` (already encoded, e.g. the batch header's properties and ``CLUSTER\\x01name``) is
+    non-empty, a U+0002 if the item's string is non-empty and does not end with one, then
+    ``extra_properties``. One pass over ``data``; BatchBodyError (a ValueError) names the first bad item.
+    """
+    cdef const unsigned char[::1] v = data
+    cdef bytes extra = extra_properties if type(extra_properties) is bytes else _extra_bytes(extra_properties)
+    cdef const unsigned char *ep = <const unsigned char *>PyBytes_AS_STRING(extra)
+    cdef Py_ssize_t elen = PyBytes_GET_SIZE(extra)
+    cdef Py_ssize_t n = v.shape[0], pos = 0, i = 0, mlen
+    cdef const unsigned char *base
+    cdef const unsigned char *q
+    cdef BatchItemView it
+    cdef int rc
+    cdef list bodies = [], props = [], flags = []
+    cdef object pb
+    _check_limits(max_items, max_body)
+    if n == 0:
+        raise BatchBodyError("empty batch: the body holds no items")
+    base = &v[0]
+    while pos < n:
+        if i >= max_items:
+            raise BatchBodyError(f"batch item {i} at offset {pos}: more than max_items={max_items} items")
+        q = base + pos
+        rc = parse_batch_item(q, n - pos, max_body, &it)
+        if rc != BATCH_ITEM_OK:
+            raise BatchBodyError(f"batch item {i} at offset {pos}: {_batch_item_problem(rc, &it, n - pos, max_body)}")
+        bodies.append(PyBytes_FromStringAndSize(<const char *>q + it.body_off, it.body_len))
+        if elen == 0:
+            props.append(PyBytes_FromStringAndSize(<const char *>q + it.props_off, it.props_len))
+        else:
+            mlen = merged_properties_length(q + it.props_off, it.props_len, elen)
+            if mlen > MAX_PROPERTIES_LENGTH:
+                raise BatchBodyError(
+                    f"batch item {i} at offset {pos}: stored properties would be {mlen} bytes "
+                    f"({it.props_len} of the item + {mlen - it.props_len} appended); at most {MAX_PROPERTIES_LENGTH}")
+            pb = PyBytes_FromStringAndSize(NULL, mlen)
+            write_merged_properties(<unsigned char *>PyBytes_AS_STRING(pb), q + it.props_off, it.props_len, ep, elen)
+            props.append(pb)
+        flags.append(it.flag)
+        pos += it.total_size
+        i += 1
+    return bodies, props, flags
+
+
+cdef bytes _extra_bytes(object value):
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return (<str>value).encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"extra_properties must be bytes-like, not {type(value).__name__}")
+
+
+cdef bytes _batch_bytes(object value, Py_ssize_t i, str what):
+    """A body or property string as bytes: bytes as is, other buffers copied, str as UTF-8."""
+    if isinstance(value, str):
+        if what == "body":
+            raise TypeError(f"batch item {i}: body must be bytes-like, not str")
+        return (<str>value).encode("utf-8")
+    if value is None and what != "body":
+        return b""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(memoryview(value))
+    raise TypeError(f"batch item {i}: {what} must be bytes-like, not {type(value).__name__}")
+
+
+cdef int32_t _batch_flag(object value, Py_ssize_t i) except? -1:
+    # C-level reads only (no __lt__/__index__ of int subclasses), so checking a flag runs no caller code.
+    cdef long long f
+    if not isinstance(value, int):
+        raise TypeError(f"batch item {i}: flag must be an int, not {type(value).__name__}")
+    try:
+        f = value
+    except OverflowError:
+        f = 1LL << 40
+    if f < -2147483648LL or f > 2147483647LL:
+        raise BatchBodyError(f"batch item {i}: flag {int(value)} does not fit a signed 32-bit int")
+    return <int32_t>f
+
+
+def encode_batch_body(bodies, properties=None, flags=0, *, Py_ssize_t max_items=BATCH_DEFAULT_MAX_ITEMS,
+                      Py_ssize_t max_body=BATCH_DEFAULT_MAX_BODY) -> bytes:
+    """Encode messages as a batch body (``MessageDecoder.encodeMessages``): the inverse of decode_batch_body.
+
+    ``bodies``: bytes-like, one per message. ``properties``: None (none), one property string for all
+    (bytes or str), or one per message (bytes, str or None). ``flags``: one int for all or one per
+    message. The same limits as decode_batch_body apply, so what this returns decodes.
+    """
+    cdef list bl = bodies if type(bodies) is list else list(bodies)
+    cdef Py_ssize_t n = PyList_GET_SIZE(bl), i, total = 0, blen, plen
+    cdef list pl = None, fl = None
+    cdef bytes shared_props = b"", pb, body
+    cdef int32_t shared_flag = 0
+    cdef object item
+    cdef unsigned char *d
+    cdef unsigned char *end
+    _check_limits(max_items, max_body)
+    if n == 0:
+        raise BatchBodyError("empty batch: no messages to encode")
+    if n > max_items:
+        raise BatchBodyError(f"batch item {max_items}: more than max_items={max_items} items ({n} given)")
+    if properties is None or isinstance(properties, (bytes, bytearray, memoryview, str)):
+        shared_props = _batch_bytes(properties, 0, "properties") if type(properties) is not bytes else properties
+        if PyBytes_GET_SIZE(shared_props) > MAX_PROPERTIES_LENGTH:
+            raise BatchBodyError(f"batch item 0: properties are {PyBytes_GET_SIZE(shared_props)} bytes; "
+                                 f"at most {MAX_PROPERTIES_LENGTH}")
+    else:
+        pl = list(properties)
+        if PyList_GET_SIZE(pl) != n:
+            raise ValueError(f"{PyList_GET_SIZE(pl)} property strings for {n} bodies")
+    if isinstance(flags, int):
+        shared_flag = _batch_flag(flags, 0)
+    else:
+        fl = list(flags)
+        if PyList_GET_SIZE(fl) != n:
+            raise ValueError(f"{PyList_GET_SIZE(fl)} flags for {n} bodies")
+    # Pass 1: normalise to bytes, check limits, size the output.
+    plen = PyBytes_GET_SIZE(shared_props)
+    for i in range(n):
+        item = <object>PyList_GET_ITEM(bl, i)
+        if not PyBytes_Check(item):
+            if bl is bodies:
+                bl = list(bl)
+            item = _batch_bytes(item, i, "body")
+            bl[i] = item
+        blen = PyBytes_GET_SIZE(item)
+        if blen > max_body:
+            raise BatchBodyError(f"batch item {i}: body of {blen} bytes exceeds max_body {max_body}")
+        if pl is not None:
+            item = <object>PyList_GET_ITEM(pl, i)
+            if not PyBytes_Check(item):
+                item = _batch_bytes(item, i, "properties")
+                pl[i] = item
+            plen = PyBytes_GET_SIZE(item)
+            if plen > MAX_PROPERTIES_LENGTH:
+                raise BatchBodyError(f"batch item {i}: properties are {plen} bytes; at most {MAX_PROPERTIES_LENGTH}")
+        if fl is not None:
+            _batch_flag(<object>PyList_GET_ITEM(fl, i), i)
+        total += BATCH_ITEM_FIXED + blen + plen
+    # Pass 2: write every item straight into the result. ``pl`` and ``fl`` are private lists; ``bl`` may be the
+    # caller's, which a conversion in pass 1 could have run code to change, hence the checks.
+    out = PyBytes_FromStringAndSize(NULL, total)
+    d = <unsigned char *>PyBytes_AS_STRING(out)
+    end = d + total
+    pb = shared_props
+    for i in range(n):
+        item = <object>PyList_GET_ITEM(bl, i) if PyList_GET_SIZE(bl) == n else None
+        if not PyBytes_Check(item):
+            raise RuntimeError("the bodies list changed while it was being encoded")
+        body = <bytes>item
+        if pl is not None:
+            pb = <bytes>PyList_GET_ITEM(pl, i)
+        if end - d < BATCH_ITEM_FIXED + PyBytes_GET_SIZE(body) + PyBytes_GET_SIZE(pb):
+            raise RuntimeError("the bodies list changed while it was being encoded")
+        d += write_batch_item(d, _batch_flag(<object>PyList_GET_ITEM(fl, i), i) if fl is not None else shared_flag,
+                              <const unsigned char *>PyBytes_AS_STRING(body), <int32_t>PyBytes_GET_SIZE(body),
+                              <const unsigned char *>PyBytes_AS_STRING(pb), <int32_t>PyBytes_GET_SIZE(pb))
+    return out
+
