@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from rmq_cli import bench_store, nameserver_cmd
+from rmq_cli import bench_store, broker_cmd, nameserver_cmd
 
 #: What a registrar receives: the sub-parser collection of its parent command.
 SubParsers = argparse._SubParsersAction  # noqa: SLF001 - argparse has no public name for this type
@@ -29,7 +29,7 @@ def _register_bench(commands: SubParsers) -> None:
 
 
 #: Top-level commands, in the order ``rmq --help`` lists them.
-COMMANDS: tuple[Registrar, ...] = (_register_bench, nameserver_cmd.register)
+COMMANDS: tuple[Registrar, ...] = (_register_bench, nameserver_cmd.register, broker_cmd.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

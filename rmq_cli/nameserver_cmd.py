@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
+from rmq_cli.daemon import add_log_file, fail, port_arg, setup_logging
+
 if TYPE_CHECKING:
     from rmq_cli.main import SubParsers
     from rmq_nameserver import NamesrvConfig
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(name)s] %(message)s"
 log = logging.getLogger("rmq.nameserver")
 
 
@@ -41,7 +41,7 @@ def register(commands: SubParsers) -> None:
     )
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="RocketMQ-style namesrv.properties (listenPort, kvConfigPath, orderMessageEnable, ...)")
-    parser.add_argument("--listen-port", type=_port, default=None, metavar="PORT",
+    parser.add_argument("--listen-port", type=port_arg, default=None, metavar="PORT",
                         help="TCP port to listen on (default 9876; 0 = any free port); overrides listenPort")
     parser.add_argument("--host", default=None,
                         help="address to listen on (default 0.0.0.0, every IPv4 address); overrides bindAddress")
@@ -54,21 +54,6 @@ def register(commands: SubParsers) -> None:
     parser.add_argument("-p", "--print-config", action="store_true",
                         help="print the effective configuration as properties and exit")
     parser.set_defaults(handler=run)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535: {text!r}")
-    return value
-
-
-def _fail(message: str) -> int:
-    log.error("%s", message)
-    return 1
 
 
 def build_config(args: argparse.Namespace) -> NamesrvConfig:
@@ -93,40 +78,24 @@ def build_config(args: argparse.Namespace) -> NamesrvConfig:
     return NamesrvConfig.from_properties(props, **overrides)
 
 
-def _setup_logging(level: str) -> logging.Handler:
-    root = logging.getLogger()
-    root.setLevel(level)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter(LOG_FORMAT))
-    root.addHandler(console)
-    return console
-
-
-def _add_log_file(path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.getLogger().addHandler(handler)
-
-
 def run(args: argparse.Namespace) -> int:
     """The ``rmq nameserver`` handler: 0 after a signal, 1 when the server cannot start."""
     from rmq_common.properties_file import PropertiesFileError
     from rmq_nameserver import ConfigError
 
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         config = build_config(args)
     except (PropertiesFileError, ConfigError) as exc:
-        return _fail(f"bad configuration: {exc}")
+        return fail(log, f"bad configuration: {exc}")
     if args.print_config:
         sys.stdout.write(config.to_properties_text())
         return 0
     log_file = os.path.expanduser(args.log_file or os.path.join(config.rmq_home, "logs", "namesrv.log"))
     try:
-        _add_log_file(log_file)
+        add_log_file(log_file)
     except OSError as exc:
-        return _fail(f"cannot open the log file {log_file}: {exc.strerror or exc}")
+        return fail(log, f"cannot open the log file {log_file}: {exc.strerror or exc}")
     for key, value in config.to_properties().items():
         log.info("config %s=%s", key, value)
 
@@ -145,12 +114,12 @@ async def _serve(config: NamesrvConfig) -> int:
         try:
             server = NameServer(config)
         except KVConfigError as exc:
-            return _fail(str(exc))
+            return fail(log, str(exc))
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(server.serve)
             except OSError as exc:
-                return _fail(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror or exc}")
+                return fail(log, f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror or exc}")
             tip = (f"The Name Server boot success. serializeType=JSON, "
                    f"listening on {config.listen_host}:{server.port}")
             log.info("%s", tip)

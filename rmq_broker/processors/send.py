@@ -1,0 +1,279 @@
+"""SEND_MESSAGE (10), SEND_MESSAGE_V2 (310), SEND_BATCH_MESSAGE (320): from a request to stored records.
+
+The path (PROTOCOL.md §4.9, Java ``SendMessageProcessor.asyncSendMessage`` and ``msgCheck``):
+
+    header (long or one-letter form, chosen by code) → checks → topic auto-create from the default
+    topic → queue choice (queueId < 0: a random writable queue) → properties (+ CLUSTER; DELAY moves
+    the message to SCHEDULE_TOPIC_XXXX) → one ``store.put_batch`` call → SYNC_FLUSH: wait for the
+    group commit that covers the bytes → reply msgId (offset id), queueId, queueOffset.
+
+Held pulls on the written queue are woken by the store's arrival listener inside ``put_batch``,
+before the reply is sent, so a consumer can see a message before its producer sees the answer.
+
+Every refusal is a RocketMQ response code with a remark; nothing is stored unless everything was
+valid (the store checks a whole batch before writing any of it).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from rmq_common import sysflag
+from rmq_common._record import decode_batch_body
+from rmq_common.msgid import create_offset_msg_id
+from rmq_common.properties import PropertiesTooLongError, decode_properties, encode_properties
+from rmq_common.topic import (SCHEDULE_TOPIC, InvalidTopicError, is_not_allowed_send_topic, is_retry_topic,
+                              validate_topic)
+from rmq_remoting import RemotingCommand, RequestCode, ResponseCode
+from rmq_remoting.headers import SendMessageRequestHeader, SendMessageResponseHeader, decode_send_header
+from rmq_store import DiskFullError, MessageTooLargeError, PutStatus, StoreError
+
+from rmq_broker.perm import PermName
+
+if TYPE_CHECKING:
+    from rmq_broker.broker import Broker
+    from rmq_remoting import Connection
+
+__all__ = ["SendMessageProcessor"]
+
+log = logging.getLogger("rmq_broker.send")
+
+_FAQ = "\nSee http://rocketmq.apache.org/docs/faq/ for further details."
+_WAIT_FALSE = b"WAIT\x01false"
+_DELAY_KEY = b"DELAY\x01"
+_TRAN_KEY = b"TRAN_MSG\x01true"
+MAX_BATCH_ITEMS = 4096
+
+# Store result → response code (Java SendMessageProcessor.handlePutMessageResult).
+_PUT_CODES = {
+    PutStatus.PUT_OK: ResponseCode.SUCCESS,
+    PutStatus.FLUSH_DISK_TIMEOUT: ResponseCode.FLUSH_DISK_TIMEOUT,
+}
+
+
+def _join_properties(props: bytes, extra: bytes) -> bytes:
+    """``props`` followed by ``extra`` pairs, with the U+0002 separator between them when needed."""
+    if not props:
+        return extra
+    if props.endswith(b"\x02"):
+        return props + extra
+    return props + b"\x02" + extra
+
+
+class _Refused(Exception):
+    """A check failed: answer with ``code`` and ``remark``, store nothing."""
+
+    def __init__(self, code: int, remark: str) -> None:
+        super().__init__(remark)
+        self.code = code
+        self.remark = remark
+
+
+class SendMessageProcessor:
+    """Handles the three send codes (and SEND_REPLY_MESSAGE(_V2), which store the same way)."""
+
+    CODES = (RequestCode.SEND_MESSAGE, RequestCode.SEND_MESSAGE_V2, RequestCode.SEND_BATCH_MESSAGE,
+             RequestCode.SEND_REPLY_MESSAGE, RequestCode.SEND_REPLY_MESSAGE_V2)
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._random = random.Random()
+        self._cluster_property = b""
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read what is derived from the broker's configuration (after UPDATE_BROKER_CONFIG)."""
+        self._cluster_property = b"CLUSTER\x01" + self.broker.config.broker_cluster_name.encode()
+
+    # -- entry point ------------------------------------------------------------------------------
+
+    async def handle(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        header = decode_send_header(cmd)        # RemotingCommandError → SYSTEM_ERROR with the field's name
+        try:
+            topic_config = self._check(conn, header)
+            if header.batch:
+                return await self._send_batch(conn, cmd, header, topic_config)
+            return await self._send_one(conn, cmd, header, topic_config)
+        except _Refused as refused:
+            return cmd.create_response(refused.code, refused.remark)
+
+    # -- checks (Java msgCheck) -------------------------------------------------------------------
+
+    def _check(self, conn: Connection, header: SendMessageRequestHeader) -> Any:
+        broker = self.broker
+        topic = header.topic
+        if not broker.writable:
+            raise _Refused(ResponseCode.SERVICE_NOT_AVAILABLE,
+                           f"broker {broker.config.broker_name} is not writable now "
+                           f"(role {broker.config.broker_role}, permission {broker.config.broker_permission})")
+        try:
+            validate_topic(topic)
+        except InvalidTopicError as exc:
+            raise _Refused(ResponseCode.SYSTEM_ERROR, str(exc)) from None
+        if is_not_allowed_send_topic(topic):
+            raise _Refused(ResponseCode.NO_PERMISSION, f"Sending message to topic[{topic}] is forbidden.")
+        topics = broker.topics
+        topic_config = topics.select(topic)
+        if topic_config is None:
+            topic_sys_flag = 0
+            if header.unit_mode:
+                topic_sys_flag = 3 if is_retry_topic(topic) else 1     # TopicSysFlag unit / unit-sub
+            topic_config = topics.create_in_send(topic, header.default_topic, header.default_topic_queue_nums,
+                                                 topic_sys_flag)
+            if topic_config is None and is_retry_topic(topic):
+                topic_config = topics.create_in_send_back(topic, 1, PermName.READ | PermName.WRITE,
+                                                          topic_sys_flag)
+            if topic_config is None:
+                raise _Refused(ResponseCode.TOPIC_NOT_EXIST, f"topic[{topic}] not exist, apply first please!{_FAQ}")
+        if not topic_config.perm & PermName.WRITE:
+            raise _Refused(ResponseCode.NO_PERMISSION,
+                           f"the topic[{topic}] sending message is forbidden")
+        valid_ids = max(topic_config.write_queue_nums, topic_config.read_queue_nums)
+        if header.queue_id >= valid_ids:
+            raise _Refused(ResponseCode.SYSTEM_ERROR,
+                           f"request queueId[{header.queue_id}] is illegal, topic:[{topic}] "
+                           f"topicConfig.writeQueueNums:[{topic_config.write_queue_nums}] "
+                           f"producer:[{conn.remote_addr}]")
+        return topic_config
+
+    def _queue_id(self, header: SendMessageRequestHeader, topic_config: Any) -> int:
+        if header.queue_id >= 0:
+            return header.queue_id
+        if topic_config.write_queue_nums <= 0:
+            raise _Refused(ResponseCode.NO_PERMISSION, f"topic[{header.topic}] has no writable queue")
+        return self._random.randrange(topic_config.write_queue_nums)
+
+    def _sys_flag(self, header: SendMessageRequestHeader, topic_config: Any) -> int:
+        flag = header.sys_flag
+        if topic_config.topic_filter_type == "MULTI_TAG":
+            flag |= sysflag.MULTI_TAGS_FLAG
+        return flag
+
+    # -- one message ------------------------------------------------------------------------------
+
+    async def _send_one(self, conn: Connection, cmd: RemotingCommand, header: SendMessageRequestHeader,
+                        topic_config: Any) -> RemotingCommand:
+        broker = self.broker
+        body = cmd.body if cmd.body is not None else b""
+        props = (header.properties or "").encode()
+        topic = header.topic
+        queue_id = self._queue_id(header, topic_config)
+        if _TRAN_KEY in props:
+            raise _Refused(ResponseCode.NO_PERMISSION,
+                           f"the broker[{broker.config.broker_name}] sending transaction message is forbidden")
+        wait = _WAIT_FALSE not in props
+        if _DELAY_KEY in props:
+            topic, queue_id, props = self._delay(topic, queue_id, props)
+        props = _join_properties(props, self._cluster_property)
+        born_host = conn.remote_address[:2] if conn.remote_address else None
+        result = self._put(topic, [bytes(body)], queue_id, props, header, topic_config, born_host)
+        if result.status is PutStatus.PUT_OK and wait:
+            await self._await_flush(result)
+        return self._reply(cmd, result, queue_id, one_id=True)
+
+    def _delay(self, topic: str, queue_id: int, props: bytes) -> tuple[str, int, bytes]:
+        """DELAY=level (1-based) moves the message to SCHEDULE_TOPIC_XXXX queue level-1, keeping its
+        real topic and queue in REAL_TOPIC/REAL_QID (Java CommitLog.asyncPutMessage)."""
+        table = decode_properties(props)
+        try:
+            level = int(table.get("DELAY", "0"))
+        except ValueError:
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"DELAY property is not a number: {table['DELAY']!r}")
+        if level <= 0:
+            return topic, queue_id, props
+        schedule = self.broker.schedule
+        level = min(level, schedule.max_level)
+        table["REAL_TOPIC"] = topic
+        table["REAL_QID"] = str(queue_id)
+        table["DELAY"] = str(level)
+        return SCHEDULE_TOPIC, level - 1, encode_properties(table)
+
+    # -- a batch ----------------------------------------------------------------------------------
+
+    async def _send_batch(self, conn: Connection, cmd: RemotingCommand, header: SendMessageRequestHeader,
+                          topic_config: Any) -> RemotingCommand:
+        topic = header.topic
+        if is_retry_topic(topic):
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"batch request does not support retry group {topic}")
+        batch_props = (header.properties or "").encode()
+        if _DELAY_KEY in batch_props:
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, "batch messages do not support a delay level")
+        wait = _WAIT_FALSE not in batch_props
+        extra = _join_properties(batch_props, self._cluster_property)
+        try:
+            bodies, props, _flags = decode_batch_body(cmd.body if cmd.body is not None else b"", extra,
+                                                      MAX_BATCH_ITEMS, self.broker.store.config.max_message_size)
+        except ValueError as exc:
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"the batch body is malformed: {exc}") from None
+        queue_id = self._queue_id(header, topic_config)
+        born_host = conn.remote_address[:2] if conn.remote_address else None
+        result = self._put(topic, bodies, queue_id, props, header, topic_config, born_host)
+        if result.status is PutStatus.PUT_OK and wait:
+            await self._await_flush(result)
+        return self._reply(cmd, result, queue_id, one_id=False)
+
+    # -- store and reply --------------------------------------------------------------------------
+
+    def _put(self, topic: str, bodies: list, queue_id: int, props: Any, header: SendMessageRequestHeader,
+             topic_config: Any, born_host: tuple | None) -> Any:
+        store = self.broker.store
+        try:
+            return store.put_batch(topic, bodies, queue_id, properties=props, flag=header.flag,
+                                   sys_flag=self._sys_flag(header, topic_config),
+                                   born_timestamp=header.born_timestamp, born_host=born_host,
+                                   reconsume_times=header.reconsume_times or 0, wait_flush=False)
+        except MessageTooLargeError as exc:
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"the message is illegal: {exc}") from None
+        except PropertiesTooLongError as exc:
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"the message properties are too long: {exc}") from None
+        except DiskFullError as exc:
+            log.error("send to %s refused: disk full: %s", topic, exc)
+            raise _Refused(ResponseCode.SERVICE_NOT_AVAILABLE,
+                           f"service not available now: the broker's disk is full ({exc})") from None
+        except StoreError as exc:
+            raise _Refused(ResponseCode.SERVICE_NOT_AVAILABLE, f"service not available now: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"the message is illegal: {exc}") from None
+
+    async def _await_flush(self, result: Any) -> None:
+        """SYNC_FLUSH: answer once the group commit covering this put is on disk (or report the timeout)."""
+        if not self.broker.sync_flush:
+            return
+        store = self.broker.store
+        if store.flushed_offset >= result.end_offset:
+            return
+        done = trio.Event()
+        outcome = [False]
+        token = trio.lowlevel.current_trio_token()
+
+        def flushed(ok: bool) -> None:          # runs on the flush thread
+            outcome[0] = ok
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:
+                pass
+
+        store.request_flush(result.end_offset, flushed)
+        with trio.move_on_after(store.config.sync_flush_timeout_ms / 1000):
+            await done.wait()
+        if not outcome[0]:
+            result.status = PutStatus.FLUSH_DISK_TIMEOUT
+
+    def _reply(self, cmd: RemotingCommand, result: Any, queue_id: int, *, one_id: bool) -> RemotingCommand:
+        code = _PUT_CODES.get(result.status)
+        if code is None:
+            return cmd.create_response(ResponseCode.SYSTEM_ERROR, f"putting the message failed: {result.status.name}")
+        host, port = self.broker.store_host
+        if one_id:
+            msg_id = create_offset_msg_id(host, port, result.first_phy_offset)
+        else:
+            msg_id = ",".join(create_offset_msg_id(host, port, int(p)) for p in result.phy_offsets)
+        header = SendMessageResponseHeader(msg_id=msg_id, queue_id=queue_id, queue_offset=result.first_queue_offset)
+        ext = header.to_ext()
+        ext["MSG_REGION"] = self.broker.config.region_id
+        ext["TRACE_ON"] = "true" if self.broker.config.trace_on else "false"
+        self.broker.stats.on_put(result.count, result.wrote_bytes)
+        return cmd.create_response(code, None if code == ResponseCode.SUCCESS else result.status.name, ext)

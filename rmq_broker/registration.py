@@ -1,0 +1,129 @@
+"""Registration with every NameServer (Java ``BrokerOuterAPI.registerBrokerAll``, PROTOCOL.md §3.3, §8).
+
+The broker sends REGISTER_BROKER to all configured nameservers in parallel at start, every
+``registerNameServerPeriod`` ms (clamped to 10–60 s as upstream) and right after its topics change;
+UNREGISTER_BROKER on shutdown. Each nameserver is independent: one that is down is logged and retried
+at the next period, never blocking the others. The body is RegisterBrokerBody with every topic
+config and its DataVersion; ``bodyCrc32`` carries its masked CRC-32 so a nameserver can detect
+corruption. A slave learns its master's address (and HA address) from the replies.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import trio
+
+from rmq_common._record import masked_crc
+from rmq_remoting import RemotingCommand, RemotingError, RequestCode, ResponseCode
+from rmq_remoting.headers import (RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
+                                  UnRegisterBrokerRequestHeader)
+
+if TYPE_CHECKING:
+    from rmq_broker.broker import Broker
+
+__all__ = ["NameServerRegistrar"]
+
+log = logging.getLogger("rmq_broker.registration")
+
+REGISTER_TIMEOUT_MS = 6_000
+
+
+class NameServerRegistrar:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.master_addr: str | None = None
+        self.master_ha_addr: str | None = None
+        self.last_results: dict[str, str] = {}       # nameserver → "ok" or the error
+        self._kick = trio.Event()
+
+    @property
+    def nameservers(self) -> list[str]:
+        return self.broker.config.namesrv_addr_list
+
+    def request_register(self) -> None:
+        """Register again soon (topics changed); coalesces bursts of changes into one round."""
+        self._kick.set()
+
+    def _body(self) -> bytes:
+        wrapper = self.broker.topics.registration_wrapper()
+        return orjson.dumps({"filterServerList": [], "topicConfigSerializeWrapper": wrapper})
+
+    def _header(self, body: bytes) -> dict[str, str]:
+        b = self.broker
+        return RegisterBrokerRequestHeader(
+            broker_name=b.config.broker_name, broker_addr=b.broker_addr, cluster_name=b.config.broker_cluster_name,
+            ha_server_addr=b.ha_addr, broker_id=b.config.broker_id, compressed=False,
+            body_crc32=masked_crc(body)).to_ext()
+
+    async def register_all(self) -> int:
+        """One round: REGISTER_BROKER to every nameserver at once; returns how many accepted."""
+        addrs = self.nameservers
+        if not addrs:
+            return 0
+        body = self._body()
+        ext = self._header(body)
+        accepted = 0
+
+        async def one(addr: str) -> None:
+            nonlocal accepted
+            cmd = RemotingCommand.request(RequestCode.REGISTER_BROKER, dict(ext), body)
+            try:
+                resp = await self.broker.client.invoke(addr, cmd, REGISTER_TIMEOUT_MS)
+            except (RemotingError, OSError) as exc:
+                self.last_results[addr] = f"failed: {exc}"
+                log.warning("register to nameserver %s failed: %s", addr, exc)
+                return
+            if resp.code != ResponseCode.SUCCESS:
+                self.last_results[addr] = f"refused: {resp.code} {resp.remark}"
+                log.warning("nameserver %s refused the registration: %s %s", addr, resp.code, resp.remark)
+                return
+            accepted += 1
+            self.last_results[addr] = "ok"
+            self._apply_reply(resp)
+
+        async with trio.open_nursery() as nursery:
+            for addr in addrs:
+                nursery.start_soon(one, addr)
+        return accepted
+
+    def _apply_reply(self, resp: RemotingCommand) -> None:
+        try:
+            header = RegisterBrokerResponseHeader.decode(resp.ext_fields)
+        except RemotingError:
+            return
+        if self.broker.config.broker_id != 0:
+            if header.master_addr:
+                self.master_addr = header.master_addr
+            if header.ha_server_addr:
+                self.master_ha_addr = header.ha_server_addr
+
+    async def unregister_all(self) -> None:
+        b = self.broker
+        ext = UnRegisterBrokerRequestHeader(broker_name=b.config.broker_name, broker_addr=b.broker_addr,
+                                            cluster_name=b.config.broker_cluster_name,
+                                            broker_id=b.config.broker_id).to_ext()
+
+        async def one(addr: str) -> None:
+            try:
+                await b.client.invoke(addr, RemotingCommand.request(RequestCode.UNREGISTER_BROKER, dict(ext)), 3000)
+            except (RemotingError, OSError) as exc:
+                log.info("unregister from nameserver %s failed: %s", addr, exc)
+
+        async with trio.open_nursery() as nursery:
+            for addr in self.nameservers:
+                nursery.start_soon(one, addr)
+
+    def period_ms(self) -> int:
+        return self.broker.config.register_period_ms
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Register now, then every period and whenever ``request_register`` was called."""
+        await self.register_all()
+        task_status.started()
+        while True:
+            with trio.move_on_after(self.period_ms() / 1000):
+                await self._kick.wait()
+            self._kick = trio.Event()
+            await self.register_all()

@@ -1,0 +1,147 @@
+"""Delay levels: messages parked in SCHEDULE_TOPIC_XXXX and delivered to their real topic on time.
+
+A send with ``DELAY=L`` is stored in queue L-1 of ``SCHEDULE_TOPIC_XXXX`` with its real topic and queue
+in REAL_TOPIC/REAL_QID (the send processor does that). One task per level reads its queue in order:
+every message of a level waits the same time, so the queue is ordered by delivery time and the task
+only ever waits for its head — the cost does not grow with the number of pending messages. At the
+delivery time the message is stored again under its real topic and queue, without DELAY, keeping
+body, flags, born time/host and reconsume count (Java ``ScheduleMessageService.messageTimeup``), and
+the level's progress advances.
+
+Progress is ``delayOffset.json`` (``{"offsetTable":{1:5,2:0}}``, level → next queue offset, as
+RocketMQ), written after every delivered batch and at close. A crash between the re-put and the
+progress write delivers that message again on restart (at-least-once, as RocketMQ); nothing is ever
+lost, because progress is written only after the re-put returned.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import trio
+
+from rmq_common._record import decode_records
+from rmq_common.properties import encode_properties
+from rmq_common.topic import SCHEDULE_TOPIC, parse_delay_levels
+from rmq_remoting import fastjson
+from rmq_store import GetStatus, StoreError
+
+from rmq_broker.config_file import load_json_file, write_json_file
+
+if TYPE_CHECKING:
+    from rmq_broker.broker import Broker
+
+__all__ = ["ScheduleService"]
+
+log = logging.getLogger("rmq_broker.schedule")
+
+BATCH = 64
+IDLE_WAIT_MS = 60_000          # how long an empty level waits before looking again (arrivals wake it)
+ERROR_RETRY_MS = 1_000
+
+
+class ScheduleService:
+    def __init__(self, broker: Broker, levels_text: str, path: str) -> None:
+        self.broker = broker
+        self.delays_ms = parse_delay_levels(levels_text)
+        self.path = path
+        self.offsets: dict[int, int] = {}
+        self.delivered_total = 0
+        self._load()
+
+    @property
+    def max_level(self) -> int:
+        return len(self.delays_ms)
+
+    def _load(self) -> None:
+        data = load_json_file(self.path, fastjson.loads)
+        if not data:
+            return
+        table = data.get("offsetTable") or {}
+        for level, offset in table.items():
+            self.offsets[int(level)] = int(offset)
+
+    def persist(self) -> None:
+        write_json_file(self.path, fastjson.dumps({"offsetTable": dict(sorted(self.offsets.items()))}).decode())
+
+    def text(self) -> str:
+        """delayOffset.json's content (GET_ALL_DELAY_OFFSET)."""
+        return fastjson.dumps({"offsetTable": dict(sorted(self.offsets.items()))}).decode()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for level in range(1, self.max_level + 1):
+                nursery.start_soon(self._run_level, level)
+            task_status.started()
+
+    async def _run_level(self, level: int) -> None:
+        broker = self.broker
+        queue_id = level - 1
+        delay_ms = self.delays_ms[queue_id]
+        clock = broker.clock
+        while True:
+            offset = self.offsets.get(level, 0)
+            store = broker.store
+            min_offset = store.min_offset(SCHEDULE_TOPIC, queue_id)
+            if offset < min_offset:
+                offset = min_offset                 # retention removed what we had not delivered
+            result = store.get_messages(SCHEDULE_TOPIC, queue_id, offset, BATCH)
+            if result.status is not GetStatus.FOUND:
+                result.release()
+                if result.status in (GetStatus.NO_MATCHED_LOGIC_QUEUE, GetStatus.NO_MESSAGE_IN_QUEUE,
+                                     GetStatus.OFFSET_OVERFLOW_ONE):
+                    await broker.holds.wait(SCHEDULE_TOPIC, queue_id, offset, IDLE_WAIT_MS / 1000)
+                else:
+                    self.offsets[level] = result.next_begin_offset
+                    await trio.sleep(0)
+                continue
+            try:
+                records = decode_records(b"".join(result.buffers))
+            finally:
+                result.release()
+            delivered = 0
+            for msg in records:
+                due_ms = msg.store_timestamp + delay_ms
+                now = clock.now_ms()
+                if due_ms > now:
+                    break
+                if not self._deliver(msg):
+                    await clock.sleep_ms(ERROR_RETRY_MS)
+                    break
+                delivered += 1
+                self.offsets[level] = msg.queue_offset + 1
+            if delivered:
+                self.delivered_total += delivered
+                self._persist_quietly()
+                await trio.sleep(0)
+                continue
+            if records:
+                await clock.sleep_until_ms(records[0].store_timestamp + delay_ms)
+
+    def _deliver(self, msg) -> bool:
+        props = dict(msg.properties)
+        topic = props.get("REAL_TOPIC")
+        try:
+            queue_id = int(props.get("REAL_QID", "0"))
+        except ValueError:
+            queue_id = 0
+        if not topic:
+            log.error("delay: message at %d has no REAL_TOPIC; skipped", msg.commit_log_offset)
+            return True
+        props.pop("DELAY", None)
+        try:
+            self.broker.store.put_batch(topic, [msg.body], queue_id, properties=encode_properties(props),
+                                        flag=msg.flag, sys_flag=msg.sys_flag, born_timestamp=msg.born_timestamp,
+                                        born_host=msg.born_host, reconsume_times=msg.reconsume_times,
+                                        wait_flush=False)
+        except (StoreError, ValueError, TypeError) as exc:
+            log.error("delay: re-delivering the message at %d to %s failed: %s", msg.commit_log_offset, topic, exc)
+            return False
+        return True
+
+    def _persist_quietly(self) -> None:
+        try:
+            self.persist()
+        except OSError as exc:
+            log.error("delay: cannot write %s: %s", self.path, exc)
