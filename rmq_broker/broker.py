@@ -12,7 +12,9 @@ Start-up order matters and is the same every time:
 
 ``shutdown`` reverses it: stop registering, unregister, answer held pulls, close the server, persist
 offsets and delay progress, close the store. Every background task lives in the broker's nursery,
-so cancelling ``serve`` stops them all (trio's structured concurrency).
+so cancelling ``serve`` stops them all (trio's structured concurrency) — after the shutdown: the
+nursery is shielded from the cancellation until ``_shutdown`` has run (bounded), or the connections
+it needs to unregister and to answer held pulls would be cancelled first.
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ log = logging.getLogger("rmq_broker")
 
 OFFSET_PERSIST_INTERVAL_MS = 5_000
 CLIENT_SCAN_INTERVAL_MS = 10_000
+SHUTDOWN_DRAIN_S = 2.0                # how long shutdown waits for answers in progress to be written
+SHUTDOWN_TIMEOUT_S = 10.0             # bound of the whole graceful shutdown (unregister 5 s + drain 2 s)
 BROKER_MAX_INFLIGHT = 4096           # per connection: a consumer holds one pull per queue
 
 
@@ -99,6 +103,11 @@ class Broker:
         return self.config.is_master
 
     @property
+    def stopping(self) -> bool:
+        """Shutting down: no sends taken, no registrations sent, no pulls held."""
+        return self._stopping
+
+    @property
     def writable(self) -> bool:
         return self.is_master and bool(self.config.broker_permission & PermName.WRITE) and not self._stopping
 
@@ -113,29 +122,47 @@ class Broker:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the broker until cancelled; reports itself once registered with the nameservers."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self.server.register_default(self._starting)
-            await nursery.start(self.server.serve)
+        """Run the broker until cancelled; reports itself once registered with the nameservers.
+
+        Cancelling ``serve`` (a signal handler, a test leaving its cluster) starts the graceful
+        shutdown: the serving tasks — server, connections, the nameserver client — are shielded from
+        that cancellation until ``_shutdown`` has unregistered and answered the held pulls (at most
+        SHUTDOWN_TIMEOUT_S), and only then cancelled. Without the shield they would be cancelled
+        together with ``serve``, before the unregistration and the answers could be written.
+        """
+        stop = trio.Event()
+        async with trio.open_nursery() as outer:
+            await outer.start(self._run, stop)
+            task_status.started(self)
             try:
-                await trio.to_thread.run_sync(self._open_store)
-                self._install()
-                async with RemotingClient(nursery) as client:
-                    self.client = client
-                    await nursery.start(self.schedule.run)
-                    nursery.start_soon(self._persist_loop)
-                    nursery.start_soon(self._client_scan_loop)
-                    await nursery.start(self.registrar.run)
-                    log.info("The broker[%s, %s] boot success. serializeType=JSON and name server is %s",
-                             self.config.broker_name, self.broker_addr, self.config.namesrv_addr or "(none)")
-                    self._started.set()
-                    task_status.started(self)
-                    try:
-                        await trio.sleep_forever()
-                    finally:
-                        with trio.CancelScope(shield=True):
+                await trio.sleep_forever()
+            finally:
+                stop.set()
+
+    async def _run(self, stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as guard:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self.server.register_default(self._starting)
+                    await nursery.start(self.server.serve)
+                    await trio.to_thread.run_sync(self._open_store)
+                    self._install()
+                    async with RemotingClient(nursery) as client:
+                        self.client = client
+                        await nursery.start(self.schedule.run)
+                        nursery.start_soon(self._persist_loop)
+                        nursery.start_soon(self._client_scan_loop)
+                        await nursery.start(self.registrar.run)
+                        log.info("The broker[%s, %s] boot success. serializeType=JSON and name server is %s",
+                                 self.config.broker_name, self.broker_addr, self.config.namesrv_addr or "(none)")
+                        self._started.set()
+                        guard.shield = True         # from now on only ``stop`` ends the broker, gracefully
+                        task_status.started()
+                        await stop.wait()
+                        with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
                             await self._shutdown()
+                        nursery.cancel_scope.cancel()
             finally:
                 self._close_store()
 
@@ -168,6 +195,7 @@ class Broker:
         self.producers = ProducerManager(clock_ms=self.clock.now_ms)
         self.locks = RebalanceLockManager(clock_ms=self.clock.now_ms)
         self.store.arrival_listeners.append(self.holds.notify)
+        self.store.arrival_listeners.append(self.schedule.notify)
         self.topics.on_change.append(lambda *_: self.registrar.request_register())
         self.server.add_close_hook(self._on_connection_closed)
         handlers: dict[int, Any] = {}
@@ -226,8 +254,20 @@ class Broker:
         log.info("broker %s shutting down", self.broker_addr)
         with trio.move_on_after(5):
             await self.registrar.unregister_all()
-        self.holds.wake_all()
-        await trio.sleep(0)
+        self.holds.close()
+        # The woken pulls re-run once in their own tasks and answer PULL_NOT_FOUND; closing the server
+        # now would cut their answers off (clients would see a dead connection instead). Wait, bounded,
+        # until no request is being handled and nothing is queued for writing: a few scheduler passes
+        # are normally enough (and need no clock, so a test's frozen MockClock cannot stall them);
+        # slower answers (a SYNC_FLUSH send) get SHUTDOWN_DRAIN_S.
+        passes = 0
+        with trio.move_on_after(SHUTDOWN_DRAIN_S):
+            while any(c.inflight or c.write_queue_bytes for c in self.server.connections):
+                passes += 1
+                if passes <= 100:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.sleep(0.002)
         self.server.close()
 
     async def wait_started(self) -> None:

@@ -43,6 +43,7 @@ class PullHoldService:
         self.woken_total = 0
         self.expired_total = 0
         self.refused_total = 0
+        self.closed = False
 
     @property
     def held(self) -> int:
@@ -66,7 +67,10 @@ class PullHoldService:
             del self._waiters[(topic, queue_id)]
 
     async def wait(self, topic: str, queue_id: int, offset: int, timeout_s: float) -> bool:
-        """Wait until the queue holds a message at ``offset`` or later; False on timeout or when full."""
+        """Wait until the queue holds a message at ``offset`` or later; False on timeout, when full or
+        closed."""
+        if self.closed:
+            return False
         if self._held >= self.max_held:
             self.refused_total += 1
             return False
@@ -97,6 +101,11 @@ class PullHoldService:
             return
         if not waiters:
             del self._waiters[key]
+
+    def close(self) -> None:
+        """Shutdown: answer every held pull now and hold no new one (``wait`` returns False at once)."""
+        self.closed = True
+        self.wake_all()
 
     def wake_all(self) -> None:
         """Answer every held pull now (shutdown: they re-run once and reply PULL_NOT_FOUND)."""

@@ -60,7 +60,7 @@ class NameServerRegistrar:
     async def register_all(self) -> int:
         """One round: REGISTER_BROKER to every nameserver at once; returns how many accepted."""
         addrs = self.nameservers
-        if not addrs:
+        if not addrs or self.broker.stopping:       # no registration after (or racing) the unregistration
             return 0
         body = self._body()
         ext = self._header(body)

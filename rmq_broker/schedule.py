@@ -28,6 +28,7 @@ from rmq_remoting import fastjson
 from rmq_store import GetStatus, StoreError
 
 from rmq_broker.config_file import load_json_file, write_json_file
+from rmq_broker.long_polling import PullHoldService
 
 if TYPE_CHECKING:
     from rmq_broker.broker import Broker
@@ -48,6 +49,9 @@ class ScheduleService:
         self.path = path
         self.offsets: dict[int, int] = {}
         self.delivered_total = 0
+        # Idle levels wait here for arrivals, not in the broker's PullHoldService: that one counts and
+        # bounds the consumers' held pulls (heldPulls of GET_BROKER_RUNTIME_INFO).
+        self._arrivals = PullHoldService()
         self._load()
 
     @property
@@ -61,6 +65,11 @@ class ScheduleService:
         table = data.get("offsetTable") or {}
         for level, offset in table.items():
             self.offsets[int(level)] = int(offset)
+
+    def notify(self, topic: str, queue_id: int, max_offset: int) -> None:
+        """The store's arrival listener: wake the level whose queue just grew."""
+        if topic == SCHEDULE_TOPIC:
+            self._arrivals.notify(topic, queue_id, max_offset)
 
     def persist(self) -> None:
         write_json_file(self.path, fastjson.dumps({"offsetTable": dict(sorted(self.offsets.items()))}).decode())
@@ -91,7 +100,7 @@ class ScheduleService:
                 result.release()
                 if result.status in (GetStatus.NO_MATCHED_LOGIC_QUEUE, GetStatus.NO_MESSAGE_IN_QUEUE,
                                      GetStatus.OFFSET_OVERFLOW_ONE):
-                    await broker.holds.wait(SCHEDULE_TOPIC, queue_id, offset, IDLE_WAIT_MS / 1000)
+                    await self._arrivals.wait(SCHEDULE_TOPIC, queue_id, offset, IDLE_WAIT_MS / 1000)
                 else:
                     self.offsets[level] = result.next_begin_offset
                     await trio.sleep(0)
