@@ -11,8 +11,10 @@ Layouts are drawn in ``_frame.pxd``.
 from cpython.buffer cimport (PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release,
                              PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_Next
 from cpython.memoryview cimport PyMemoryView_FromObject
-from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from libc.stdint cimport int16_t, int32_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove
@@ -434,3 +436,16 @@ def decode_rocketmq_header(header) -> tuple:
     finally:
         PyBuffer_Release(&view)
     return result
+
+
+def is_str_dict(d) -> bool:
+    """True when ``d`` is a dict whose keys and values are all str (extFields with nothing to coerce)."""
+    cdef Py_ssize_t pos = 0
+    cdef PyObject *key
+    cdef PyObject *value
+    if type(d) is not dict:
+        return False
+    while PyDict_Next(d, &pos, &key, &value):
+        if not PyUnicode_CheckExact(<object>key) or not PyUnicode_CheckExact(<object>value):
+            return False
+    return True

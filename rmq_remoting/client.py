@@ -179,7 +179,11 @@ class RemotingClient:
 
     async def invoke(self, addr: str, cmd: RemotingCommand, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> RemotingCommand:
         """Send ``cmd`` to ``addr`` and return the response; the timeout covers connecting too."""
-        conn, remaining = await self._connect_within(addr, timeout_ms, "call")
+        conn = self._connections.get(addr)
+        if conn is None or conn.closed:
+            conn, remaining = await self._connect_within(addr, timeout_ms, "call")
+        else:
+            remaining = timeout_ms                  # connected already: the whole budget is the call's
         try:
             return await conn.send_request(cmd, remaining)
         except RemotingTimeoutError:
@@ -188,5 +192,9 @@ class RemotingClient:
 
     async def invoke_oneway(self, addr: str, cmd: RemotingCommand, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> None:
         """Send ``cmd`` flagged oneway; returns once it is queued for writing."""
-        conn, remaining = await self._connect_within(addr, timeout_ms, "oneway call")
+        conn = self._connections.get(addr)
+        if conn is None or conn.closed:
+            conn, remaining = await self._connect_within(addr, timeout_ms, "oneway call")
+        else:
+            remaining = timeout_ms
         await conn.send_oneway(cmd, remaining)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 from enum import IntEnum
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import msgspec
 import orjson
 
 from rmq_remoting import _frame, fastjson
@@ -75,6 +76,34 @@ CURRENT_VERSION = MQVersion.V4_9_7
 
 _LANGUAGE_NAMES: tuple[str, ...] = tuple(m.name for m in LanguageCode)
 _LANGUAGE_CODES: dict[str, int] = {m.name: m.value for m in LanguageCode}
+
+_Int32 = Annotated[int, msgspec.Meta(ge=_INT32_MIN, le=_INT32_MAX)]
+
+
+class _JsonHeader(msgspec.Struct):
+    """A JSON header in its canonical form: what Java and our own encoder write.
+
+    Decoding into it is the fast path of ``from_frame`` (one C call, no per-field Python); anything it
+    does not accept exactly — numeric strings, null values, non-string extFields values, fastjson's bare
+    keys, a non-object — goes through the tolerant path, which alone decides what is legal.
+    """
+
+    code: _Int32 = 0
+    extFields: dict[str, str] = {}              # noqa: N815 (the wire name)
+    flag: _Int32 = 0
+    language: str = "JAVA"
+    opaque: _Int32 = 0
+    remark: Optional[str] = None
+    version: _Int32 = 0
+
+
+_decode_json_header = msgspec.json.Decoder(_JsonHeader).decode
+_MsgspecError = msgspec.MsgspecError
+_dumps = orjson.dumps
+
+
+_all_str = _frame.is_str_dict        # a dict of str to str: nothing to coerce
+
 
 # Java's RemotingCommand.requestId is one process-wide counter; opaques stay positive int32.
 _opaque_counter = itertools.count(1)
@@ -245,11 +274,33 @@ class RemotingCommand:
     def encode_header(self) -> bytes:
         """The header bytes in this command's serialization."""
         if self.serialize_type == SerializeType.JSON:
-            return orjson.dumps(self.header_dict())
+            code, flag, opaque, version, language, ext = (self.code, self.flag, self.opaque, self.version,
+                                                          self.language, self.ext_fields)
+            if type(code) is not int and isinstance(code, int):
+                code = int(code)                # RequestCode / ResponseCode members, as header_dict does
+            if (type(code) is int and type(flag) is int and type(opaque) is int and type(version) is int
+                    and type(language) is str and _INT32_MIN <= code <= _INT32_MAX
+                    and _INT32_MIN <= flag <= _INT32_MAX and _INT32_MIN <= opaque <= _INT32_MAX
+                    and _INT32_MIN <= version <= _INT32_MAX and _all_str(ext)):
+                # The common case, already in canonical form: the same bytes as header_dict() gives.
+                remark = self.remark
+                if remark is None:
+                    return _dumps({"code": code, "extFields": ext, "flag": flag, "language": language,
+                                   "opaque": opaque, "serializeTypeCurrentRPC": "JSON", "version": version})
+                if type(remark) is str:
+                    return _dumps({"code": code, "extFields": ext, "flag": flag, "language": language,
+                                   "opaque": opaque, "remark": remark, "serializeTypeCurrentRPC": "JSON",
+                                   "version": version})
+            return _dumps(self.header_dict())
         if self.serialize_type == SerializeType.ROCKETMQ:
+            ext = self.ext_fields
+            language = self.language
             return _frame.encode_rocketmq_header(
-                self.code, _LANGUAGE_CODES.get(_language_name(self.language), LanguageCode.OTHER), self.version,
-                self.opaque, self.flag, self.remark or None, _coerce_ext(self.ext_fields))
+                self.code,
+                _LANGUAGE_CODES.get(language if type(language) is str else _language_name(language),
+                                    LanguageCode.OTHER),
+                self.version, self.opaque, self.flag, self.remark or None,
+                ext if _all_str(ext) else _coerce_ext(ext))
         raise FrameError(f"unknown serialize type {self.serialize_type}")
 
     def encode(self, max_frame: int = _frame.DEFAULT_MAX_FRAME) -> bytes:
@@ -282,18 +333,35 @@ class RemotingCommand:
         return cmd
 
     @classmethod
+    def _from_json_tolerant(cls, header: bytes | memoryview) -> RemotingCommand:
+        try:
+            fields = orjson.loads(header)
+        except orjson.JSONDecodeError:
+            try:
+                fields = fastjson.loads(header)     # fastjson-isms are legal in Java headers too
+            except fastjson.FastjsonError as exc:
+                raise FrameError(f"header is not JSON: {exc}") from None
+        return cls.from_header_dict(fields)
+
+    @classmethod
     def from_frame(cls, header: bytes | memoryview, serialize_type: int,
                    body: bytes | memoryview | None) -> RemotingCommand:
         """Build a command from what the frame splitter returns."""
         if serialize_type == SerializeType.JSON:
             try:
-                fields = orjson.loads(header)
-            except orjson.JSONDecodeError:
-                try:
-                    fields = fastjson.loads(header)     # fastjson-isms are legal in Java headers too
-                except fastjson.FastjsonError as exc:
-                    raise FrameError(f"header is not JSON: {exc}") from None
-            cmd = cls.from_header_dict(fields)
+                h = _decode_json_header(header)
+            except _MsgspecError:
+                cmd = cls._from_json_tolerant(header)
+            else:
+                cmd = cls.__new__(cls)
+                cmd.code = h.code
+                cmd.language = h.language
+                cmd.version = h.version
+                cmd.opaque = h.opaque
+                cmd.flag = h.flag
+                cmd.remark = h.remark
+                cmd.ext_fields = h.extFields
+                cmd.serialize_type = SerializeType.JSON
         elif serialize_type == SerializeType.ROCKETMQ:
             code, lang, version, opaque, flag, remark, ext = _frame.decode_rocketmq_header(header)
             cmd = cls.__new__(cls)
