@@ -43,11 +43,13 @@ def _wait_listening(proc: subprocess.Popen, port: int, log_path: str, deadline_s
             time.sleep(0.05)
 
 
-def _wait_for_line(log_path: str, needle: str, proc: subprocess.Popen, deadline_s: float) -> None:
+def _wait_for_line(log_path: str, needle: str, proc: subprocess.Popen, deadline_s: float, start: int = 0) -> None:
+    """Wait for ``needle`` in what was written to ``log_path`` after byte ``start`` (this run's output)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        with open(log_path, errors="replace") as f:
-            if needle in f.read():
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            if needle.encode() in f.read():
                 return
         if proc.poll() is not None:
             break
@@ -68,22 +70,24 @@ class ProcessCluster:
     def namesrv_addr(self) -> str:
         return f"127.0.0.1:{self.namesrv_port}"
 
-    def _spawn(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:
+    def _spawn(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str, int]:
+        """Start ``rmq_cli args``; returns the process, its log and where this run's output starts in it."""
         os.makedirs(self.root, exist_ok=True)
         log_path = os.path.join(self.root, f"{name}.out")
-        log = open(log_path, "ab")
+        log = open(log_path, "ab")              # appended: a restarted process keeps the earlier runs' output
+        start = log.tell()
         env = {**os.environ, "RMQ_HOME": os.path.join(self.root, "home"), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "rmq_cli", *args], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
         log.close()
         self.procs[name] = proc
-        return proc, log_path
+        return proc, log_path, start
 
     def start_nameserver(self) -> str:
         self.namesrv_port = self.namesrv_port or free_port()
-        proc, log_path = self._spawn("namesrv", ["nameserver", "--listen-port", str(self.namesrv_port),
-                                                 "--host", "127.0.0.1", "--rmq-home", os.path.join(self.root, "namesrv"),
-                                                 "--log-file", os.path.join(self.root, "namesrv.log")])
+        proc, log_path, _ = self._spawn("namesrv", [
+            "nameserver", "--listen-port", str(self.namesrv_port), "--host", "127.0.0.1",
+            "--rmq-home", os.path.join(self.root, "namesrv"), "--log-file", os.path.join(self.root, "namesrv.log")])
         _wait_listening(proc, self.namesrv_port, log_path, START_DEADLINE_S)
         return self.namesrv_addr
 
@@ -92,11 +96,11 @@ class ProcessCluster:
         port = self.broker_ports.get(name) or free_port()
         self.broker_ports[name] = port
         store = os.path.join(self.root, name)
-        proc, log_path = self._spawn(name, [
+        proc, log_path, start = self._spawn(name, [
             "broker", "--namesrv-addr", self.namesrv_addr, "--listen-port", str(port), "--host", "127.0.0.1",
             "--broker-ip", "127.0.0.1", "--broker-name", name, "--store-path", store,
             "--log-file", os.path.join(self.root, f"{name}.log"), *extra])
-        _wait_for_line(log_path, "boot success", proc, START_DEADLINE_S)
+        _wait_for_line(log_path, "boot success", proc, START_DEADLINE_S, start)
         return port
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
