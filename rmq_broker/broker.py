@@ -36,14 +36,18 @@ from rmq_broker.long_polling import PullHoldService
 from rmq_broker.perm import PermName
 from rmq_broker.processors.admin import AdminProcessor
 from rmq_broker.processors.client_manage import ClientManageProcessor
+from rmq_broker.processors.end_transaction import EndTransactionProcessor
 from rmq_broker.processors.offsets import OffsetProcessor
 from rmq_broker.processors.pull import PullMessageProcessor
 from rmq_broker.processors.send import SendMessageProcessor
+from rmq_broker.processors.send_back import ConsumerSendMsgBackProcessor
 from rmq_broker.registration import NameServerRegistrar
 from rmq_broker.schedule import ScheduleService
 from rmq_broker.stats import BrokerStats
 from rmq_broker.subscription_group import SubscriptionGroupManager
+from rmq_broker.timer import TimerService, checkpoint_path
 from rmq_broker.topic_config import TopicConfigManager
+from rmq_broker.transaction import TransactionService
 
 __all__ = ["Broker"]
 
@@ -75,6 +79,8 @@ class Broker:
         self.producers: ProducerManager | None = None
         self.locks: RebalanceLockManager | None = None
         self.schedule: ScheduleService | None = None
+        self.timer: TimerService | None = None
+        self.transactions: TransactionService | None = None
         self.registrar = NameServerRegistrar(self)
         self._nursery: trio.Nursery | None = None
         self._started = trio.Event()
@@ -151,6 +157,8 @@ class Broker:
                     async with RemotingClient(nursery) as client:
                         self.client = client
                         await nursery.start(self.schedule.run)
+                        await nursery.start(self.timer.run)
+                        await nursery.start(self.transactions.run)
                         nursery.start_soon(self._persist_loop)
                         nursery.start_soon(self._client_scan_loop)
                         await nursery.start(self.registrar.run)
@@ -179,6 +187,9 @@ class Broker:
         self.offsets = ConsumerOffsetManager(config_dir)
         self.schedule = ScheduleService(self, store_config.message_delay_level,
                                         os.path.join(config_dir, "delayOffset.json"))
+        self.timer = TimerService(store, self.clock, cfg, checkpoint_path(config_dir))
+        self.transactions = TransactionService(self)
+        self.transactions.load()
 
     def _close_store(self) -> None:
         if self.store is not None and self.store.is_open:
@@ -210,6 +221,8 @@ class Broker:
                                               ensure_group=self.groups.find_or_auto_create,
                                               ensure_retry_topic=self._ensure_retry_topic).handlers())
         handlers.update(AdminProcessor(self).handlers())
+        handlers.update(EndTransactionProcessor(self).handlers())
+        handlers.update(ConsumerSendMsgBackProcessor(self).handlers())
         for code, handler in handlers.items():
             self.server.register(code, handler)
         self.server.register_default(None)

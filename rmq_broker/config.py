@@ -193,6 +193,14 @@ class BrokerConfig:
     transaction_check_interval_ms: int = _key("transactionCheckInterval", 60_000, runtime=True)
     store_reply_message_enable: bool = _key("storeReplyMessageEnable", True, runtime=True)
 
+    # -- timer messages (RocketMQ 5.x MessageStoreConfig keys) ----------------------------------------
+    #: Accept sends with TIMER_DELIVER_MS / TIMER_DELAY_SEC / TIMER_DELAY_MS (false: refused, SYSTEM_ERROR).
+    timer_wheel_enable: bool = _key("timerWheelEnable", True, runtime=True)
+    #: The furthest a timer may be set ahead, in seconds (RocketMQ's default: 3 days; at most 68 years).
+    timer_max_delay_sec: int = _key("timerMaxDelaySec", 3 * 24 * 3600, runtime=True)
+    #: A timer is delivered at the first multiple of this at or after its deliver time.
+    timer_precision_ms: int = _key("timerPrecisionMs", 1_000, runtime=True)
+
     # -- flow control ---------------------------------------------------------------------------------
     #: Answer SYSTEM_BUSY to requests that waited too long for their turn instead of serving them late.
     broker_fast_failure_enable: bool = _key("brokerFastFailureEnable", True, runtime=True)
@@ -288,6 +296,9 @@ class BrokerConfig:
                      "wait_time_ms_in_send_queue", "wait_time_ms_in_pull_queue"):
             if getattr(self, name) < 0:
                 raise bad(name, "must not be negative")
+        for name, top in (("timer_max_delay_sec", _INT32_MAX), ("timer_precision_ms", 60_000)):
+            if not 1 <= getattr(self, name) <= top:
+                raise bad(name, f"must be 1-{top}")
         if self.default_topic_queue_nums > _INT32_MAX:
             raise bad("default_topic_queue_nums", "is too large")
         if not 0 <= self.access_message_in_memory_max_ratio_percent <= 100:

@@ -30,7 +30,8 @@ bounded by the remoting frame limit.
 otherwise tags split on ``||`` (Java ``String.split`` semantics: trailing empty pieces dropped, and an
 expression made only of separators is an error), trimmed as Java's ``String.trim`` does, empty pieces
 skipped, ``codeSet`` = Java ``String.hashCode`` of each tag. SQL92 expressions are kept verbatim
-(``subString`` + ``expressionType``) and compiled elsewhere.
+(``subString`` + ``expressionType``): a heartbeat is accepted whatever they contain, as RocketMQ accepts it;
+the pull processor compiles them (``rmq_broker.filter``) and refuses pulls that rely on a bad one.
 """
 from __future__ import annotations
 

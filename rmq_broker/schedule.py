@@ -66,6 +66,19 @@ class ScheduleService:
         for level, offset in table.items():
             self.offsets[int(level)] = int(offset)
 
+    def park(self, topic: str, queue_id: int, properties: dict[str, str], level: int) -> tuple[str, int]:
+        """Where a message of delay ``level`` (≥ 1) is stored: queue level-1 of SCHEDULE_TOPIC_XXXX.
+
+        ``properties`` is changed in place: REAL_TOPIC/REAL_QID keep ``topic`` and ``queue_id`` for the
+        delivery, DELAY the level used (a level above the last one is clamped to it), as Java's
+        ``CommitLog.asyncPutMessage``. Both a send with DELAY and CONSUMER_SEND_MSG_BACK come here.
+        """
+        level = min(level, self.max_level)
+        properties["REAL_TOPIC"] = topic
+        properties["REAL_QID"] = str(queue_id)
+        properties["DELAY"] = str(level)
+        return SCHEDULE_TOPIC, level - 1
+
     def notify(self, topic: str, queue_id: int, max_offset: int) -> None:
         """The store's arrival listener: wake the level whose queue just grew."""
         if topic == SCHEDULE_TOPIC:

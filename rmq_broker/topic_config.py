@@ -18,6 +18,7 @@ topics.json is loaded over them, so an entry from the file wins:
     <brokerName>                     1                        INHERIT (+ RW if brokerTopicEnable)
     OFFSET_MOVED_EVENT               1                        RW                    always
     SCHEDULE_TOPIC_XXXX              one per delay level      RW                    always
+    rmq_sys_wheel_timer              1                        R (RocketMQ 5.x: RW)  always
     <msgTraceTopicName>              1                        RW                    traceTopicEnable
     <brokerClusterName>_REPLY_TOPIC  1                        RW                    always
 
@@ -56,6 +57,7 @@ from rmq_broker.config import BrokerConfig
 from rmq_broker.config_file import PersistentTable, dumps_file, json_bool, json_int, load_json_file
 from rmq_broker.data_version import DataVersion
 from rmq_broker.perm import PermName, is_inherited, is_readable, is_writeable, validate_perm
+from rmq_broker.timer import TIMER_TOPIC
 
 __all__ = ["TopicConfig", "TopicFilterType", "TopicConfigManager", "TopicChangeCallback", "MAX_QUEUE_NUMS",
            "TOPICS_FILE"]
@@ -197,6 +199,8 @@ class TopicConfigManager(PersistentTable):
         entries.append(TopicConfig(OFFSET_MOVED_EVENT, 1, 1))
         levels = len(cfg.delay_levels_ms)
         entries.append(TopicConfig(SCHEDULE_TOPIC, levels, levels))
+        # RocketMQ 5.x's timer topic; READ only, so producers cannot forge parked timers (timer.py).
+        entries.append(TopicConfig(TIMER_TOPIC, 1, 1, int(PermName.READ)))
         if cfg.trace_topic_enable:
             entries.append(TopicConfig(cfg.msg_trace_topic_name, 1, 1))
         entries.append(TopicConfig(reply_topic(cluster), 1, 1))

@@ -13,18 +13,27 @@ serving its other requests (CAPTURES.md §3.6).
 
 The reply body is the stored records concatenated verbatim; the views of the mapped files are
 released as soon as they are copied into the reply.
+
+SQL92 subscriptions (``expressionType`` SQL92, with ``enablePropertyFilter``): the expression is compiled
+once per text (``Sql92FilterCache``) and evaluated against every candidate record's properties; the store
+read has no tag filter, and up to ``MAX_SCAN_UNITS`` units are examined to find ``maxMsgNums`` matches, as
+RocketMQ's ``getMessage`` does with its ``MessageFilter``. CHECK_CLIENT_CONFIG (46), which Java consumers
+send at start for a non-TAG subscription, is answered here too: it compiles the expression the same way.
 """
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from rmq_remoting import RemotingCommand, RequestCode, ResponseCode
+from rmq_remoting import RemotingCommand, RequestCode, ResponseCode, fastjson
 from rmq_remoting.headers import PullMessageRequestHeader, PullMessageResponseHeader
 from rmq_store import GetStatus
+from rmq_store.store import MAX_SCAN_UNITS
 
 from rmq_broker.consumer_offset import OffsetTableFullError
-from rmq_broker.heartbeat import SubscriptionData, SubscriptionParseError
+from rmq_broker.filter import Sql92Filter, Sql92FilterCache, Sql92ParseError
+from rmq_broker.filter.records import record_properties
+from rmq_broker.heartbeat import ExpressionType, SubscriptionData, SubscriptionParseError
 from rmq_broker.perm import PermName
 
 if TYPE_CHECKING:
@@ -37,6 +46,11 @@ log = logging.getLogger("rmq_broker.pull")
 
 _FAQ = "\nSee http://rocketmq.apache.org/docs/faq/ for further details."
 
+#: ``RequestCode.CHECK_CLIENT_CONFIG``: a consumer asks whether the broker can filter with its subscription.
+CHECK_CLIENT_CONFIG = 46
+#: Compiled SQL92 expressions kept per broker (RocketMQ's parse cache keeps 100).
+SQL92_CACHE_ENTRIES = 1024
+
 
 class PullSysFlag:
     """Bits of the pull request's sysFlag (``COM/sysflag/PullSysFlag.java``)."""
@@ -48,13 +62,32 @@ class PullSysFlag:
     LITE_PULL = 0x10
 
 
+class _FilteredResult:
+    """What ``process`` reads of a store GetResult, for records kept by a SQL92 filter."""
+
+    def __init__(self, status: GetStatus, next_begin_offset: int, min_offset: int, max_offset: int,
+                 buffers: list[bytes]) -> None:
+        self.status = status
+        self.next_begin_offset = next_begin_offset
+        self.min_offset = min_offset
+        self.max_offset = max_offset
+        self.buffers = buffers
+        self.phy_offsets = buffers      # only its length is read (the message count)
+
+    def release(self) -> None:
+        pass
+
+
 class PullMessageProcessor:
-    CODES = (RequestCode.PULL_MESSAGE,)
+    CODES = (RequestCode.PULL_MESSAGE, CHECK_CLIENT_CONFIG)
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        self.sql92_filters = Sql92FilterCache(SQL92_CACHE_ENTRIES)
 
     async def handle(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        if cmd.code == CHECK_CLIENT_CONFIG:
+            return self.check_client_config(cmd)
         header = PullMessageRequestHeader.decode(cmd.ext_fields)
         return await self.process(conn, cmd, header, allow_suspend=True)
 
@@ -88,14 +121,19 @@ class PullMessageProcessor:
                 f"[{topic_config.read_queue_nums}] consumer:[{conn.remote_addr}]")
 
         sys_flag = header.sys_flag
-        subscription = self._subscription(cmd, header, group_config)
-        if isinstance(subscription, RemotingCommand):
-            return subscription
+        checked = self._subscription(cmd, header, group_config)
+        if isinstance(checked, RemotingCommand):
+            return checked
+        subscription, sql_filter = checked
 
-        result = broker.store.get_messages(
-            topic, queue_id, header.queue_offset, max(1, min(header.max_msg_nums, config.max_pull_msg_nums)),
-            config.max_transfer_bytes_on_message_in_memory,
-            None if subscription is None or subscription.all_tags else set(subscription.code_set))
+        max_count = max(1, min(header.max_msg_nums, config.max_pull_msg_nums))
+        if sql_filter is not None:
+            result = self._get_sql92(topic, queue_id, header.queue_offset, max_count,
+                                     config.max_transfer_bytes_on_message_in_memory, sql_filter)
+        else:
+            result = broker.store.get_messages(
+                topic, queue_id, header.queue_offset, max_count, config.max_transfer_bytes_on_message_in_memory,
+                None if subscription is None or subscription.all_tags else set(subscription.code_set))
         try:
             code, body = self._code_and_body(result, header)
             response_header = PullMessageResponseHeader(
@@ -119,14 +157,30 @@ class PullMessageProcessor:
         return cmd.create_response(code, result.status.name, response_header.to_ext(), body)
 
     def _subscription(self, cmd: RemotingCommand, header: PullMessageRequestHeader, group_config: Any) -> Any:
-        """The subscription to filter with, or a response refusing the pull."""
+        """(subscription, compiled SQL92 filter or None) to filter with, or a response refusing the pull.
+
+        Order of the SQL92 checks as in RocketMQ: a subscription in the request is refused with SYSTEM_ERROR
+        when ``enablePropertyFilter`` is off, then compiled (SUBSCRIPTION_PARSE_FAILED); one from the heartbeat
+        is compiled first (a bad one was never registered: FILTER_DATA_NOT_EXIST), then the switch is checked.
+        """
         broker = self.broker
         topic = header.topic
         if header.sys_flag & PullSysFlag.SUBSCRIPTION:
             try:
-                subscription = SubscriptionData.build(topic, header.subscription or "*",
-                                                      header.expression_type or "TAG")
+                expression_type = header.expression_type or ExpressionType.TAG
+                sub_string = header.subscription if not ExpressionType.is_tag_type(expression_type) else \
+                    header.subscription or "*"
+                subscription = SubscriptionData.build(topic, sub_string, expression_type)
             except SubscriptionParseError as exc:
+                return cmd.create_response(ResponseCode.SUBSCRIPTION_PARSE_FAILED,
+                                           f"parse the consumer's subscription failed: {exc}")
+            if subscription.is_tag_type:
+                return subscription, None
+            if not broker.config.enable_property_filter:
+                return self._filter_disabled(cmd, subscription)
+            try:
+                return subscription, self._compile(subscription)
+            except (Sql92ParseError, SubscriptionParseError) as exc:
                 return cmd.create_response(ResponseCode.SUBSCRIPTION_PARSE_FAILED,
                                            f"parse the consumer's subscription failed: {exc}")
         else:
@@ -144,14 +198,116 @@ class PullMessageProcessor:
             if subscription.sub_version < header.sub_version:
                 return cmd.create_response(ResponseCode.SUBSCRIPTION_NOT_LATEST,
                                            "the consumer's subscription not latest")
-        if subscription.expression_type not in ("TAG", "", None):
+            if subscription.is_tag_type:
+                return subscription, None
+            try:
+                sql_filter = self._compile(subscription)
+            except (Sql92ParseError, SubscriptionParseError) as exc:
+                log.warning("pull: the heartbeat subscription of %s to %s does not compile: %s",
+                            header.consumer_group, topic, exc)
+                return cmd.create_response(ResponseCode.FILTER_DATA_NOT_EXIST,
+                                           "The broker's consumer filter data is not exist!Your expression may be "
+                                           "wrong!")
             if not broker.config.enable_property_filter:
-                return cmd.create_response(ResponseCode.SYSTEM_ERROR,
-                                           "The broker does not support consumer to filter message by "
-                                           f"{subscription.expression_type}")
-            return cmd.create_response(ResponseCode.SUBSCRIPTION_PARSE_FAILED,
-                                       f"expression type {subscription.expression_type} is not supported yet")
-        return subscription
+                return self._filter_disabled(cmd, subscription)
+            return subscription, sql_filter
+        return subscription, None
+
+    def _filter_disabled(self, cmd: RemotingCommand, subscription: SubscriptionData) -> RemotingCommand:
+        return cmd.create_response(ResponseCode.SYSTEM_ERROR, "The broker does not support consumer to filter "
+                                   f"message by {subscription.expression_type}")
+
+    def _compile(self, subscription: SubscriptionData) -> Sql92Filter:
+        """The compiled filter of a non-TAG subscription; Sql92ParseError or SubscriptionParseError when it
+        cannot be used."""
+        if subscription.expression_type != ExpressionType.SQL92:
+            raise SubscriptionParseError(f"expression type {subscription.expression_type} is not supported")
+        return self.sql92_filters.get(subscription.sub_string)
+
+    def _get_sql92(self, topic: str, queue_id: int, offset: int, max_count: int, max_bytes: int,
+                   sql_filter: Sql92Filter) -> Any:
+        """Up to ``max_count`` records matching ``sql_filter`` from ``offset``, examining at most
+        max(MAX_SCAN_UNITS, max_count) units (RocketMQ: ``getMessage`` with an ``ExpressionMessageFilter``).
+
+        Records are read in batches without a tag filter; each candidate's properties are decoded from the
+        stored record and the matching records are copied. The first store answer that is not FOUND is
+        returned as is; once something was scanned, the answer is FOUND with the matches or
+        NO_MATCHED_MESSAGE, and nextBeginOffset is past the last unit examined (or at the first match that
+        did not fit)."""
+        store = self.broker.store
+        matches = sql_filter.matches
+        scan_limit = max(MAX_SCAN_UNITS, max_count)
+        kept: list[bytes] = []
+        kept_bytes = 0
+        scanned = 0
+        next_offset = offset
+        min_offset = max_offset = 0
+        while True:
+            batch = min(max(max_count, 32), scan_limit - scanned)
+            result = store.get_messages(topic, queue_id, next_offset, batch, max_bytes, None)
+            try:
+                if result.status is not GetStatus.FOUND:
+                    if scanned == 0:
+                        return result
+                    break
+                min_offset, max_offset = result.min_offset, result.max_offset
+                stop_at = -1
+                for record, queue_offset in zip(result.records(), result.queue_offsets.tolist()):
+                    if not matches(record_properties(record)):
+                        continue
+                    size = len(record)
+                    if kept and kept_bytes + size > max_bytes:
+                        stop_at = queue_offset
+                        break
+                    kept.append(bytes(record))
+                    kept_bytes += size
+                    if len(kept) >= max_count:
+                        stop_at = queue_offset + 1
+                        break
+                if stop_at >= 0:
+                    scanned += stop_at - next_offset
+                    next_offset = stop_at
+                    break
+                scanned += result.next_begin_offset - next_offset
+                next_offset = result.next_begin_offset
+            finally:
+                result.release()
+            if scanned >= scan_limit or next_offset >= max_offset:
+                break
+        status = GetStatus.FOUND if kept else GetStatus.NO_MATCHED_MESSAGE
+        return _FilteredResult(status, next_offset, min_offset, max_offset, kept)
+
+    def check_client_config(self, cmd: RemotingCommand) -> RemotingCommand:
+        """CHECK_CLIENT_CONFIG (46): can this broker filter with the consumer's subscription?
+
+        RocketMQ ``ClientManageProcessor.checkClientConfig``: TAG (or no subscription) → SUCCESS; otherwise
+        SYSTEM_ERROR without ``enablePropertyFilter``, SUBSCRIPTION_PARSE_FAILED when the expression does not
+        compile. A Java consumer with a SQL92 subscription fails to start on anything but SUCCESS."""
+        body = cmd.body
+        if not body:
+            return cmd.create_response(ResponseCode.SUCCESS, None)
+        try:
+            doc = fastjson.loads(body)
+        except (fastjson.FastjsonError, UnicodeDecodeError, RecursionError) as exc:
+            return cmd.create_response(ResponseCode.SYSTEM_ERROR, f"bad CHECK_CLIENT_CONFIG body: {exc}")
+        sub = doc.get("subscriptionData") if isinstance(doc, dict) else None
+        if not isinstance(sub, dict):
+            return cmd.create_response(ResponseCode.SUCCESS, None)
+        expression_type, sub_string = sub.get("expressionType"), sub.get("subString")
+        if not isinstance(expression_type, (str, type(None))) or not isinstance(sub_string, (str, type(None))):
+            return cmd.create_response(ResponseCode.SYSTEM_ERROR,
+                                       "bad CHECK_CLIENT_CONFIG body: expressionType and subString must be strings")
+        if ExpressionType.is_tag_type(expression_type):
+            return cmd.create_response(ResponseCode.SUCCESS, None)
+        if not self.broker.config.enable_property_filter:
+            return cmd.create_response(ResponseCode.SYSTEM_ERROR, "The broker does not support consumer to filter "
+                                       f"message by {expression_type}")
+        try:
+            self._compile(SubscriptionData.build(str(sub.get("topic") or ""), sub_string, expression_type))
+        except (Sql92ParseError, SubscriptionParseError) as exc:
+            log.warning("CHECK_CLIENT_CONFIG: %s of group %s does not compile: %s", sub_string, doc.get("group"), exc)
+            return cmd.create_response(ResponseCode.SUBSCRIPTION_PARSE_FAILED, str(exc))
+        return cmd.create_response(ResponseCode.SUCCESS, None)
 
     def _code_and_body(self, result: Any, header: PullMessageRequestHeader) -> tuple[int, bytes | None]:
         status = result.status

@@ -20,6 +20,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 import trio
 
@@ -28,13 +29,17 @@ from rmq_common._record import decode_batch_body
 from rmq_common.msgid import create_offset_msg_id
 from rmq_common.properties import (MAX_PROPERTIES_LENGTH, PropertiesTooLongError, decode_properties,
                                    encode_properties)
-from rmq_common.topic import (SCHEDULE_TOPIC, InvalidTopicError, is_not_allowed_send_topic, is_retry_topic,
-                              validate_topic)
+from rmq_common.topic import (RETRY_GROUP_TOPIC_PREFIX, InvalidTopicError, is_not_allowed_send_topic,
+                              is_retry_topic, validate_topic)
 from rmq_remoting import RemotingCommand, RequestCode, ResponseCode
 from rmq_remoting.headers import SendMessageRequestHeader, SendMessageResponseHeader, decode_send_header
 from rmq_store import DiskFullError, MessageTooLargeError, PutResult, PutStatus, StoreError
 
 from rmq_broker.perm import PermName
+from rmq_broker.processors.send_back import create_dlq_topic, group_not_exist_remark, max_reconsume_times
+from rmq_broker.subscription_group import InvalidGroupError
+from rmq_broker.timer import TimerRefused, has_timer_property
+from rmq_broker.transaction import half_message, is_transaction_message
 
 if TYPE_CHECKING:
     from rmq_broker.broker import Broker
@@ -48,7 +53,7 @@ _FAQ = "\nSee http://rocketmq.apache.org/docs/faq/ for further details."
 _WAIT_FALSE = b"WAIT\x01false"
 _WAIT_KEY = b"WAIT\x01"
 _DELAY_KEY = b"DELAY\x01"
-_TRAN_KEY = b"TRAN_MSG\x01true"
+_TIMER_KEY = b"TIMER_"
 MAX_BATCH_ITEMS = 4096
 
 # Store result → response code (Java SendMessageProcessor.handlePutMessageResult).
@@ -187,21 +192,68 @@ class SendMessageProcessor:
         props = (header.properties or "").encode()
         topic = header.topic
         queue_id = self._queue_id(header, topic_config)
-        if _TRAN_KEY in props:
+        transactional = is_transaction_message(props)
+        if transactional and broker.config.reject_transaction_message:
             raise _Refused(ResponseCode.NO_PERMISSION,
-                           f"the broker[{broker.config.broker_name}] sending transaction message is forbidden")
+                           f"the broker[{broker.config.broker_ip1}] sending transaction message is forbidden")
         wait = _WAIT_FALSE not in props
         # Java 4.9 does not store WAIT (it only steers this reply): 9 bytes less per message (§4.3).
         props = _drop_property(props, _WAIT_KEY)
         reply_queue_id = queue_id       # a delayed message's reply names the queue chosen, as Java's does
-        if _DELAY_KEY in props:
-            topic, queue_id, props = self._delay(topic, queue_id, props)
+        if is_retry_topic(topic):
+            topic, queue_id, topic_config, props = self._retry_or_dlq(cmd, header, topic, queue_id, topic_config,
+                                                                      props)
+        if transactional:
+            # a half message (§9.5): the reply names the real queue and the half queue's offset, as Java's;
+            # a DELAY is applied when the transaction commits
+            try:
+                topic, queue_id, props, half_sys_flag = half_message(topic, queue_id, props, header.sys_flag)
+            except ValueError as exc:           # PropertiesTooLongError
+                raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"the message properties are too long: {exc}") from None
+            header = msgspec.structs.replace(header, sys_flag=half_sys_flag)
+            broker.transactions.on_half_stored()
+        elif _DELAY_KEY in props or _TIMER_KEY in props:
+            topic, queue_id, props = self._timer_or_delay(topic, queue_id, props, header.sys_flag)
         props = _join_properties(props, self._cluster_property)
         born_host = conn.remote_address[:2] if conn.remote_address else None
         result = self._put(topic, [bytes(body)], queue_id, props, header.flag, header, topic_config, born_host)
         if result.status is PutStatus.PUT_OK and wait:
             await self._await_flush(result)
         return self._reply(cmd, result, reply_queue_id, one_id=True)
+
+    def _retry_or_dlq(self, cmd: RemotingCommand, header: SendMessageRequestHeader, topic: str, queue_id: int,
+                      topic_config: Any, props: bytes) -> tuple[str, int, Any, bytes]:
+        """A send to %RETRY%<group> (a consumer storing its own retry, or an orderly consumer giving up) whose
+        header reconsumeTimes reached the group's maximum goes to %DLQ%<group> queue 0 instead, at once: a
+        DELAY it carries is dropped (Java ``handleRetryAndDLQ``; 4.9.7 kept the client's DELAY, so the message
+        waited up to 2 h in SCHEDULE_TOPIC_XXXX before reaching the DLQ — 5.x fixed that)."""
+        group = topic[len(RETRY_GROUP_TOPIC_PREFIX):]
+        try:
+            group_config = self.broker.groups.find_or_auto_create(group)
+        except InvalidGroupError as exc:
+            raise _Refused(ResponseCode.SYSTEM_ERROR, str(exc)) from None
+        if group_config is None:
+            raise _Refused(ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST, group_not_exist_remark(group))
+        limit = max_reconsume_times(cmd.version, group_config, header.max_reconsume_times)
+        if (header.reconsume_times or 0) < limit:
+            return topic, queue_id, topic_config, props
+        dlq_config = create_dlq_topic(self.broker.topics, group)
+        log.info("a retry of group %s reconsumed %d times (max %d) goes to %s", group, header.reconsume_times,
+                 limit, dlq_config.topic_name)
+        return dlq_config.topic_name, 0, dlq_config, _drop_property(props, _DELAY_KEY)
+
+    def _timer_or_delay(self, topic: str, queue_id: int, props: bytes, sys_flag: int) -> tuple[str, int, bytes]:
+        """TIMER_DELIVER_MS / TIMER_DELAY_SEC / TIMER_DELAY_MS park the message in rmq_sys_wheel_timer
+        (``TimerService.park``; a DELAY level wins and drops them), then DELAY is handled (Java
+        ``HookUtils.handleScheduleMessage``)."""
+        if _TIMER_KEY in props:
+            try:
+                topic, queue_id, props = self.broker.timer.park(topic, queue_id, props, sys_flag)
+            except TimerRefused as refused:
+                raise _Refused(refused.code, refused.remark) from None
+        if _DELAY_KEY in props:
+            topic, queue_id, props = self._delay(topic, queue_id, props)
+        return topic, queue_id, props
 
     def _delay(self, topic: str, queue_id: int, props: bytes) -> tuple[str, int, bytes]:
         """DELAY=level (1-based) moves the message to SCHEDULE_TOPIC_XXXX queue level-1, keeping its
@@ -213,12 +265,8 @@ class SendMessageProcessor:
             raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"DELAY property is not a number: {table['DELAY']!r}")
         if level <= 0:
             return topic, queue_id, props
-        schedule = self.broker.schedule
-        level = min(level, schedule.max_level)
-        table["REAL_TOPIC"] = topic
-        table["REAL_QID"] = str(queue_id)
-        table["DELAY"] = str(level)
-        return SCHEDULE_TOPIC, level - 1, encode_properties(table)
+        topic, queue_id = self.broker.schedule.park(topic, queue_id, table, level)
+        return topic, queue_id, encode_properties(table)
 
     # -- a batch ----------------------------------------------------------------------------------
 
@@ -230,6 +278,8 @@ class SendMessageProcessor:
         batch_props = (header.properties or "").encode()
         if _DELAY_KEY in batch_props:
             raise _Refused(ResponseCode.MESSAGE_ILLEGAL, "batch messages do not support a delay level")
+        if has_timer_property(batch_props):
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, "batch messages do not support timer properties")
         wait = _WAIT_FALSE not in batch_props
         extra = _join_properties(batch_props, self._cluster_property)
         try:

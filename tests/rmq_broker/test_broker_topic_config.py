@@ -49,6 +49,7 @@ def test_system_topics_as_rocketmq_creates_them(broker_config) -> None:
         "broker-a": (1, RW | PermName.INHERIT),
         "OFFSET_MOVED_EVENT": (1, RW),
         "SCHEDULE_TOPIC_XXXX": (18, RW),
+        "rmq_sys_wheel_timer": (1, PermName.READ),
         "DefaultCluster_REPLY_TOPIC": (1, RW),
     }
     assert set(topics.topics()) == set(expected)
