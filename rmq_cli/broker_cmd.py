@@ -134,7 +134,8 @@ def run_dev(args: argparse.Namespace) -> int:
     broker = test_broker_config(os.path.join(data, "store"), f"{args.host}:{args.namesrv_port}",
                                 listen_port=args.broker_port, bindAddress=args.host, brokerIP1=args.host,
                                 mappedFileSizeCommitLog=128 * 1024 * 1024,
-                                mappedFileSizeConsumeQueue=300_000 * 20)
+                                mappedFileSizeConsumeQueue=300_000 * 20,
+                                maxHashSlotNum=500_000, maxIndexNum=2_000_000)
     import trio
 
     return trio.run(_serve, broker, namesrv)

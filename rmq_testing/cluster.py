@@ -27,6 +27,8 @@ __all__ = ["Cluster", "embedded_cluster", "test_broker_config"]
 
 TEST_COMMITLOG_FILE_BYTES = 16 * 1024 * 1024
 TEST_CONSUME_QUEUE_FILE_BYTES = 30_000 * 20
+TEST_INDEX_HASH_SLOTS = 20_000          # index file: 40 + 4·slots + 20·entries bytes ≈ 1.7 MB
+TEST_INDEX_ENTRIES = 80_000
 
 
 def test_broker_config(store_dir: str | os.PathLike[str], namesrv_addr: str | None, *,
@@ -39,6 +41,8 @@ def test_broker_config(store_dir: str | os.PathLike[str], namesrv_addr: str | No
         "vipChannelEnable": "false", "storePathRootDir": str(store_dir),
         "mappedFileSizeCommitLog": TEST_COMMITLOG_FILE_BYTES,
         "mappedFileSizeConsumeQueue": TEST_CONSUME_QUEUE_FILE_BYTES,
+        # RocketMQ's index defaults make a 420 MB file per broker: too much for a suite of broker tests.
+        "maxHashSlotNum": TEST_INDEX_HASH_SLOTS, "maxIndexNum": TEST_INDEX_ENTRIES,
     }
     if broker_id != 0:
         props["brokerRole"] = "SLAVE"

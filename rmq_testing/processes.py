@@ -17,6 +17,13 @@ from dataclasses import dataclass, field
 __all__ = ["ProcessCluster", "free_port"]
 
 START_DEADLINE_S = 30.0
+#: File sizes of test brokers (RocketMQ keys): 16 MiB commitlog files, small consume-queue and index files.
+TEST_STORE_FILE_SIZES = {
+    "mappedFileSizeCommitLog": 16 * 1024 * 1024,
+    "mappedFileSizeConsumeQueue": 30_000 * 20,
+    "maxHashSlotNum": 20_000,
+    "maxIndexNum": 80_000,
+}
 STOP_DEADLINE_S = 15.0
 
 
@@ -96,8 +103,12 @@ class ProcessCluster:
         port = self.broker_ports.get(name) or free_port()
         self.broker_ports[name] = port
         store = os.path.join(self.root, name)
+        conf = os.path.join(self.root, f"{name}.conf")
+        os.makedirs(self.root, exist_ok=True)
+        with open(conf, "w") as f:          # small files: tests must not fallocate gigabytes per broker
+            f.write("".join(f"{k}={v}\n" for k, v in TEST_STORE_FILE_SIZES.items()))
         proc, log_path, start = self._spawn(name, [
-            "broker", "--namesrv-addr", self.namesrv_addr, "--listen-port", str(port), "--host", "127.0.0.1",
+            "broker", "-c", conf, "--namesrv-addr", self.namesrv_addr, "--listen-port", str(port), "--host", "127.0.0.1",
             "--broker-ip", "127.0.0.1", "--broker-name", name, "--store-path", store,
             "--log-file", os.path.join(self.root, f"{name}.log"), *extra])
         _wait_for_line(log_path, "boot success", proc, START_DEADLINE_S, start)
