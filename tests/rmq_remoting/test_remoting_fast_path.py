@@ -74,20 +74,43 @@ def test_handlers_that_never_block_run_in_the_reader_and_blocking_ones_get_their
 
 
 def test_replies_leave_in_completion_order(rt):
+    """Four requests held by the test and released in reverse: each answer arrives as soon as its handler
+    finishes, not behind the earlier requests (no sleeps: the test decides the completion order)."""
+    GATED = 77
+
     async def main():
+        gates = {k: trio.Event() for k in "abcd"}
+        waiting: set[str] = set()
+        all_waiting = trio.Event()
+
+        async def gated(conn, cmd):
+            key = cmd.ext_fields["k"]
+            waiting.add(key)
+            if len(waiting) == len(gates):
+                all_waiting.set()
+            await gates[key].wait()
+            return cmd.create_response(ext_fields={"k": key})
+
         async with rt.server() as srv, RemotingClient() as client:
+            srv.register(GATED, gated)
             addr = f"127.0.0.1:{srv.port}"
             done: list[str] = []
+            arrived = {k: trio.Event() for k in "abcd"}
 
-            async def call(sleep: str):
-                await client.invoke(addr, RemotingCommand.request(rt.SLOW, {"sleep": sleep}), 5000)
-                done.append(sleep)
+            async def call(key: str):
+                resp = await client.invoke(addr, RemotingCommand.request(GATED, {"k": key}), 5000)
+                done.append(resp.ext_fields["k"])
+                arrived[key].set()
 
             async with trio.open_nursery() as nursery:
-                for sleep in ("0.3", "0.2", "0.1", "0"):
-                    nursery.start_soon(call, sleep)
-                    await trio.sleep(0.01)
-            assert done == ["0", "0.1", "0.2", "0.3"]
+                for key in "abcd":
+                    nursery.start_soon(call, key)
+                await all_waiting.wait()
+                for key in "dcba":
+                    gates[key].set()
+                    await arrived[key].wait()
+            assert done == ["d", "c", "b", "a"]
+            assert len(srv.connections) == 1
     rt.run(main)
 
 
