@@ -173,7 +173,9 @@ def test_sixteen_retries_then_dlq_on_mock_clock_in_well_under_a_second(tmp_path)
             # 1 queue; perm READ|WRITE as RocketMQ ≥ 4.9.2 (4.9.0/4.9.1: WRITE only), so the DLQ can be pulled
             assert (table[DLQ]["readQueueNums"], table[DLQ]["writeQueueNums"], table[DLQ]["perm"]) == (1, 1, 6)
             assert await w.max_offset(RETRY, 0) == 16
-            assert elapsed < 1.0, f"16 retries and the DLQ move took {elapsed:.2f} s of real time"
+            # Hours of broker time on the mock clock; about 0.4 s of real time here. The bound is loose so a
+            # loaded CI box cannot make it flaky; what it rules out is waiting for the real delays.
+            assert elapsed < 10.0, f"16 retries and the DLQ move took {elapsed:.2f} s of real time"
 
     run_on_mock_clock(main, clock)
 
