@@ -31,6 +31,7 @@ from rmq_broker.clock import BrokerClock
 from rmq_broker.client_manager import ConsumerManager, ProducerManager, notify_consumer_ids_changed
 from rmq_broker.config import BrokerConfig
 from rmq_broker.consumer_offset import ConsumerOffsetManager
+from rmq_broker.dedup import DedupService
 from rmq_broker.lock_manager import RebalanceLockManager
 from rmq_broker.long_polling import PullHoldService
 from rmq_broker.perm import PermName
@@ -81,6 +82,7 @@ class Broker:
         self.schedule: ScheduleService | None = None
         self.timer: TimerService | None = None
         self.transactions: TransactionService | None = None
+        self.dedup = DedupService(self)
         self.registrar = NameServerRegistrar(self)
         self._nursery: trio.Nursery | None = None
         self._started = trio.Event()
@@ -190,6 +192,7 @@ class Broker:
         self.timer = TimerService(store, self.clock, cfg, checkpoint_path(config_dir))
         self.transactions = TransactionService(self)
         self.transactions.load()
+        self.dedup.rebuild()
 
     def _close_store(self) -> None:
         if self.store is not None and self.store.is_open:

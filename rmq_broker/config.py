@@ -54,12 +54,14 @@ from rmq_broker.data_version import DataVersion
 from rmq_broker.perm import PermName, validate_perm
 
 __all__ = ["BrokerConfig", "BrokerRole", "ConfigError", "ConfigUpdate", "IGNORED_KEYS", "KEY_ALIASES",
-           "STORE_RUNTIME_KEYS", "broker_keys", "local_address"]
+           "MAX_DEDUP_WINDOW_MS", "STORE_RUNTIME_KEYS", "broker_keys", "local_address"]
 
 log = logging.getLogger("rmq_broker.config")
 
 _INT32_MAX: Final = 2**31 - 1
 _INT64_MAX: Final = 2**63 - 1
+#: Longest deduplication window (rmq's extension, docs/features.md "Deduplication"): 7 days.
+MAX_DEDUP_WINDOW_MS: Final = 7 * 24 * 3600 * 1000
 
 
 class BrokerRole(enum.StrEnum):
@@ -201,6 +203,12 @@ class BrokerConfig:
     #: A timer is delivered at the first multiple of this at or after its deliver time.
     timer_precision_ms: int = _key("timerPrecisionMs", 1_000, runtime=True)
 
+    # -- deduplication of producer retries (rmq's extension, not in RocketMQ) -------------------------
+    #: Window of topics without their own ``rmqDedupWindowMs`` (ordinary topics only); 0 = off.
+    rmq_dedup_window_ms_default: int = _key("rmqDedupWindowMsDefault", 0, runtime=True)
+    #: Most (topic, UNIQ_KEY) entries remembered; beyond, the oldest are forgotten (best effort).
+    rmq_dedup_max_entries: int = _key("rmqDedupMaxEntries", 100_000, runtime=True)
+
     # -- flow control ---------------------------------------------------------------------------------
     #: Answer SYSTEM_BUSY to requests that waited too long for their turn instead of serving them late.
     broker_fast_failure_enable: bool = _key("brokerFastFailureEnable", True, runtime=True)
@@ -299,6 +307,10 @@ class BrokerConfig:
         for name, top in (("timer_max_delay_sec", _INT32_MAX), ("timer_precision_ms", 60_000)):
             if not 1 <= getattr(self, name) <= top:
                 raise bad(name, f"must be 1-{top}")
+        if not 0 <= self.rmq_dedup_window_ms_default <= MAX_DEDUP_WINDOW_MS:
+            raise bad("rmq_dedup_window_ms_default", f"must be 0 (off) to {MAX_DEDUP_WINDOW_MS} ms (7 days)")
+        if not 1 <= self.rmq_dedup_max_entries <= 100_000_000:
+            raise bad("rmq_dedup_max_entries", "must be 1-100000000")
         if self.default_topic_queue_nums > _INT32_MAX:
             raise bad("default_topic_queue_nums", "is too large")
         if not 0 <= self.access_message_in_memory_max_ratio_percent <= 100:

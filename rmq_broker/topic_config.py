@@ -53,14 +53,14 @@ from rmq_common.topic import (BENCHMARK_TOPIC, DEFAULT_TOPIC, OFFSET_MOVED_EVENT
                               InvalidTopicError, is_system_topic, reply_topic, validate_topic)
 from rmq_remoting import fastjson
 
-from rmq_broker.config import BrokerConfig
+from rmq_broker.config import MAX_DEDUP_WINDOW_MS, BrokerConfig
 from rmq_broker.config_file import PersistentTable, dumps_file, json_bool, json_int, load_json_file
 from rmq_broker.data_version import DataVersion
 from rmq_broker.perm import PermName, is_inherited, is_readable, is_writeable, validate_perm
 from rmq_broker.timer import TIMER_TOPIC
 
 __all__ = ["TopicConfig", "TopicFilterType", "TopicConfigManager", "TopicChangeCallback", "MAX_QUEUE_NUMS",
-           "TOPICS_FILE"]
+           "TOPICS_FILE", "DEDUP_WINDOW_KEY", "DEDUP_OFF", "MAX_DEDUP_WINDOW_MS"]
 
 log = logging.getLogger("rmq_broker.topic_config")
 
@@ -72,6 +72,13 @@ MAX_QUEUE_NUMS: Final = 65_535
 DEFAULT_QUEUE_NUMS: Final = 16
 
 _RW: Final = int(PermName.READ | PermName.WRITE)
+
+#: rmq's extension field of a topic config (topics.json, GET_ALL_TOPIC_CONFIG, registration bodies) and the extra
+#: extFields key of UPDATE_AND_CREATE_TOPIC that sets it: the deduplication window of the topic in ms
+#: (docs/features.md "Deduplication"). Written only when non-zero; fastjson-based RocketMQ tools ignore it.
+DEDUP_WINDOW_KEY: Final = "rmqDedupWindowMs"
+#: ``dedup_window_ms`` value that turns deduplication off for a topic even when the broker has a default window.
+DEDUP_OFF: Final = -1
 
 
 class TopicFilterType(enum.StrEnum):
@@ -90,6 +97,9 @@ class TopicConfig:
     topic_filter_type: TopicFilterType = TopicFilterType.SINGLE_TAG
     topic_sys_flag: int = 0
     order: bool = False
+    #: rmq's deduplication window (``rmqDedupWindowMs``): > 0 = that many ms, 0 = the broker's
+    #: ``rmqDedupWindowMsDefault``, -1 (DEDUP_OFF) = off even when the broker has a default.
+    dedup_window_ms: int = 0
 
     def __post_init__(self) -> None:
         validate_topic(self.topic_name)
@@ -109,6 +119,10 @@ class TopicConfig:
                              f"got {self.topic_sys_flag!r}")
         if not isinstance(self.order, bool):
             raise ValueError(f"topic {self.topic_name}: order must be true or false, got {self.order!r}")
+        window = self.dedup_window_ms
+        if isinstance(window, bool) or not isinstance(window, int) or not DEDUP_OFF <= window <= MAX_DEDUP_WINDOW_MS:
+            raise ValueError(f"topic {self.topic_name}: {DEDUP_WINDOW_KEY} must be -1 (off), 0 (the broker's default) "
+                             f"or a window of 1-{MAX_DEDUP_WINDOW_MS} ms, got {window!r}")
 
     @property
     def readable(self) -> bool:
@@ -122,8 +136,9 @@ class TopicConfig:
         return replace(self, **changes)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """RocketMQ's JSON form (field names of ``TopicConfig``, fastjson sorts them when writing)."""
-        return {
+        """RocketMQ's JSON form (field names of ``TopicConfig``, fastjson sorts them when writing), plus
+        ``rmqDedupWindowMs`` when the topic has a deduplication setting (unknown to RocketMQ, which ignores it)."""
+        data: dict[str, Any] = {
             "order": self.order,
             "perm": self.perm,
             "readQueueNums": self.read_queue_nums,
@@ -132,11 +147,14 @@ class TopicConfig:
             "topicSysFlag": self.topic_sys_flag,
             "writeQueueNums": self.write_queue_nums,
         }
+        if self.dedup_window_ms:
+            data[DEDUP_WINDOW_KEY] = self.dedup_window_ms
+        return data
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any], name: str | None = None) -> TopicConfig:
-        """Read RocketMQ's JSON form; missing fields take Java's defaults, unknown fields (5.x ``attributes``)
-        are ignored. ``name`` is the table key, used when ``topicName`` is absent. ValueError if unusable."""
+        """Read RocketMQ's JSON form (and rmq's ``rmqDedupWindowMs``); missing fields take Java's defaults, unknown
+        fields (5.x ``attributes``) are ignored. ``name`` is the table key, used when ``topicName`` is absent. ValueError if unusable."""
         if not isinstance(data, Mapping):
             raise ValueError(f"topic config {name!r} must be a JSON object, not {type(data).__name__}")
         topic = data.get("topicName", name)
@@ -151,6 +169,7 @@ class TopicConfig:
             topic_filter_type=data.get("topicFilterType") or TopicFilterType.SINGLE_TAG,
             topic_sys_flag=json_int(data, "topicSysFlag", 0, what),
             order=json_bool(data, "order", False, what),
+            dedup_window_ms=json_int(data, DEDUP_WINDOW_KEY, 0, what),
         )
 
 

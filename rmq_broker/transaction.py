@@ -7,10 +7,10 @@ The flow (PROTOCOL.md §9.5; RocketMQ 4.9's ``TransactionalMessageBridge``, ``Tr
    topic and queue in REAL_TOPIC/REAL_QID and the transaction bits of its sysflag cleared (NOT type, so the half
    queue indexes it; a PREPARED record gets no consume-queue unit). Consumers of the real topic see nothing.
 2. END_TRANSACTION (37) with commit: the half read at ``commitLogOffset`` is stored again under REAL_TOPIC/REAL_QID
-   with sysflag COMMIT and ``preparedTransactionOffset = commitLogOffset`` (``commit``); a DELAY it carries is
-   applied now. Commit and rollback both append an *op* record to ``RMQ_SYS_TRANS_OP_HALF_TOPIC`` queue 0: tag
-   ``d``, body = the half's queue offset in decimal (as RocketMQ), and KEYS = the transaction's UNIQ_KEY (rmq's
-   addition, see below).
+   with sysflag COMMIT and ``preparedTransactionOffset = commitLogOffset`` (``commit``); a DELAY or TIMER_*
+   property it carries is applied now (``TimerService.park``, as RocketMQ 5.x). Commit and rollback both append
+   an *op* record to ``RMQ_SYS_TRANS_OP_HALF_TOPIC`` queue 0: tag ``d``, body = the half's queue offset in decimal
+   (as RocketMQ), and KEYS = the transaction's UNIQ_KEY (rmq's addition, see below).
 3. Every ``transactionCheckInterval`` (60 s) a check round walks the half queue from the check progress: halves with
    an op are passed over; an unresolved half older than ``transactionTimeOut`` (6 s, or its
    CHECK_IMMUNITY_TIME_IN_SECONDS) is stored again at the end of the half queue with TRANSACTION_CHECK_TIMES + 1
@@ -47,7 +47,7 @@ Exactly once, with the op topic as the source of truth:
   before this broker started. RocketMQ 4.9 has no such test (a commit of the first copy and a later "commit"
   answer to the check of the second deliver twice);
 * a commit whose op record was lost by a crash between the two writes is recognised the same way (a COMMIT record
-  with that UNIQ_KEY in the real topic or SCHEDULE_TOPIC_XXXX) and its op is written then.
+  with that UNIQ_KEY in the real topic, SCHEDULE_TOPIC_XXXX or rmq_sys_wheel_timer) and its op is written then.
 
 Messages without UNIQ_KEY (every 4.x client sets it on transactional sends) and brokers with
 ``messageIndexEnable=false`` get RocketMQ's offset-only behaviour.
@@ -73,6 +73,7 @@ from rmq_store import DiskFullError, GetStatus, MessageTooLargeError, StoreError
 
 from rmq_broker.consumer_offset import OffsetTableFullError
 from rmq_broker.perm import PermName
+from rmq_broker.timer import DELAY_MS, DELAY_SEC, DELIVER_MS, TIMER_TOPIC, TimerRefused
 
 if TYPE_CHECKING:
     from rmq_broker.broker import Broker
@@ -312,7 +313,7 @@ class TransactionService:
     def _commit_stored(self, half: MessageExt, txid: str) -> bool:
         """A COMMIT record of this transaction exists (its op may have been lost by a crash)."""
         real = half.properties.get(_P.REAL_TOPIC)
-        for topic in (real, SCHEDULE_TOPIC) if real else (SCHEDULE_TOPIC,):
+        for topic in (real, SCHEDULE_TOPIC, TIMER_TOPIC) if real else (SCHEDULE_TOPIC, TIMER_TOPIC):
             for view in self._lookup(topic, txid):
                 try:
                     msg = decode_record(view, check_crc=False)
@@ -387,12 +388,24 @@ class TransactionService:
         born time/host, reconsume count and property string, under REAL_TOPIC/REAL_QID (or the schedule queue
         of its DELAY), sysflag COMMIT, preparedTransactionOffset = the half's commitlog offset. Like RocketMQ
         4.9, which serialises the properties before clearing REAL_TOPIC/REAL_QID/TRAN_MSG from its map, the
-        stored property string keeps them."""
+        stored property string keeps them. TIMER_DELIVER_MS / TIMER_DELAY_SEC / TIMER_DELAY_MS park it as a timer
+        (``TimerService.park``, as for a send; RocketMQ 5.x does the same at commit), whose delivery then stores it
+        under REAL_TOPIC/REAL_QID."""
         props = dict(half.properties)
         topic = props.get(_P.REAL_TOPIC)
         queue_id = _java_int(props.get(_P.REAL_QID))
         if not topic or queue_id is None or queue_id < 0:
             return ResponseCode.SYSTEM_ERROR, "the half message has no valid REAL_TOPIC/REAL_QID"
+        commit_sys_flag = sysflag.reset_transaction_value(half.sys_flag, sysflag.TRANSACTION_COMMIT_TYPE)
+        if DELIVER_MS in props or DELAY_SEC in props or DELAY_MS in props:
+            # RocketMQ 5.x applies TIMER_* at commit (the final message goes through the put hooks): parked in
+            # rmq_sys_wheel_timer now, a relative delay counted from the commit; a DELAY level wins and drops them
+            try:
+                topic, queue_id, encoded = self.broker.timer.park(topic, queue_id, encode_properties(props),
+                                                                  commit_sys_flag)
+            except TimerRefused as refused:
+                return refused.code, refused.remark
+            props = decode_properties(encoded)
         level = _java_int(props.get(_P.DELAY)) or 0
         if level > 0:
             level = min(level, self.broker.schedule.max_level)
@@ -401,9 +414,8 @@ class TransactionService:
         try:
             self.broker.store.put_batch(
                 topic, [half.body], queue_id, properties=encode_properties(props), flag=half.flag,
-                sys_flag=sysflag.reset_transaction_value(half.sys_flag, sysflag.TRANSACTION_COMMIT_TYPE),
-                born_timestamp=half.born_timestamp, born_host=half.born_host, reconsume_times=half.reconsume_times,
-                prepared_transaction_offset=commit_log_offset, wait_flush=False)
+                sys_flag=commit_sys_flag, born_timestamp=half.born_timestamp, born_host=half.born_host,
+                reconsume_times=half.reconsume_times, prepared_transaction_offset=commit_log_offset, wait_flush=False)
         except (MessageTooLargeError, PropertiesTooLongError) as exc:
             return ResponseCode.MESSAGE_ILLEGAL, f"The message is illegal: {exc}"
         except DiskFullError as exc:

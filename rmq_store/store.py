@@ -602,9 +602,10 @@ class MessageStore:
         return None if rec is None else decode_record(rec)
 
     def query_message(self, topic: str, key: str, max_num: int = 32, begin_timestamp: int = 0,
-                      end_timestamp: int = (1 << 63) - 1) -> QueryResult:
-        """Records of ``topic`` whose KEYS contain ``key`` or whose UNIQ_KEY is ``key``, stored within
-        [begin_timestamp, end_timestamp] (ms), newest first. Hash collisions are filtered out."""
+                      end_timestamp: int = (1 << 63) - 1, *, unique: bool = False) -> QueryResult:
+        """Records of ``topic`` whose KEYS contain ``key`` or whose UNIQ_KEY is ``key`` (only the latter with
+        ``unique``), stored within [begin_timestamp, end_timestamp] (ms), newest first. Hash collisions are
+        filtered out."""
         self._check_open()
         if not self.config.message_index_enable:
             raise StoreError("the message index is disabled (message_index_enable=False)")
@@ -618,7 +619,7 @@ class MessageStore:
             if rec is None:
                 continue
             rtopic, keys, uniq = record_keys(rec)
-            if rtopic == topic and (uniq == key or (keys is not None and key in keys.split(" "))):
+            if rtopic == topic and (uniq == key or (not unique and keys is not None and key in keys.split(" "))):
                 out.append(rec)
                 if len(out) >= max_num:
                     break

@@ -15,10 +15,11 @@ from rmq_remoting import RemotingCommand, RequestCode, ResponseCode
 from rmq_remoting import fastjson
 from rmq_remoting import headers as h
 from rmq_remoting.fastjson import FrozenDict
+from rmq_store import StoreError
 
 from rmq_broker.config import ConfigError
 from rmq_broker.subscription_group import InvalidGroupError, SubscriptionGroupConfig
-from rmq_broker.topic_config import TopicConfig
+from rmq_broker.topic_config import DEDUP_WINDOW_KEY, TopicConfig
 
 if TYPE_CHECKING:
     from rmq_broker.broker import Broker
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["AdminProcessor", "BROKER_VERSION"]
 
 log = logging.getLogger("rmq_broker.admin")
+
+#: Java ``MixAll.UNIQUE_MSG_QUERY_FLAG``: an extFields key of QUERY_MESSAGE; "true" = the key is a UNIQ_KEY.
+UNIQUE_KEY_QUERY = "_UNIQUE_KEY_QUERY"
+#: Java ``MessageStoreConfig.maxMsgsNumBatch``: the most messages one QUERY_MESSAGE answers.
+MAX_MSGS_NUM_BATCH = 64
 
 #: MQVersion ordinal reported as brokerVersion (V4_9_7); clients only compare it for feature switches.
 BROKER_VERSION = 401
@@ -88,10 +94,24 @@ class AdminProcessor:
                                        f"write {header.write_queue_nums}")
         filter_type = header.topic_filter_type if header.topic_filter_type in ("SINGLE_TAG", "MULTI_TAG") \
             else "SINGLE_TAG"
-        config = TopicConfig(topic_name=topic, read_queue_nums=header.read_queue_nums,
-                             write_queue_nums=header.write_queue_nums, perm=header.perm,
-                             topic_filter_type=filter_type, topic_sys_flag=header.topic_sys_flag or 0,
-                             order=header.order)
+        # rmq's extension: an extra extFields key sets the deduplication window (RocketMQ ignores unknown keys);
+        # without it an update keeps the topic's window, so mqadmin updateTopic does not turn it off
+        previous = self.broker.topics.select(topic)
+        dedup_window = previous.dedup_window_ms if previous is not None else 0
+        text = (cmd.ext_fields or {}).get(DEDUP_WINDOW_KEY)
+        if text is not None:
+            try:
+                dedup_window = int(text.strip())
+            except ValueError:
+                return cmd.create_response(ResponseCode.SYSTEM_ERROR,
+                                           f"{DEDUP_WINDOW_KEY} must be a whole number of ms, got {text!r}")
+        try:
+            config = TopicConfig(topic_name=topic, read_queue_nums=header.read_queue_nums,
+                                 write_queue_nums=header.write_queue_nums, perm=header.perm,
+                                 topic_filter_type=filter_type, topic_sys_flag=header.topic_sys_flag or 0,
+                                 order=header.order, dedup_window_ms=dedup_window)
+        except ValueError as exc:
+            return cmd.create_response(ResponseCode.SYSTEM_ERROR, str(exc))
         self.broker.topics.create_or_update(config)
         log.info("topic %s created/updated by %s: %s", topic, conn.remote_addr, config)
         return cmd.create_response(ResponseCode.SUCCESS)
@@ -102,6 +122,7 @@ class AdminProcessor:
         broker.topics.delete(header.topic)
         broker.offsets.remove_topic(header.topic)
         broker.store.delete_topic(header.topic)
+        broker.dedup.forget_topic(header.topic)
         log.info("topic %s deleted by %s", header.topic, conn.remote_addr)
         return cmd.create_response(ResponseCode.SUCCESS)
 
@@ -249,10 +270,19 @@ class AdminProcessor:
     async def query_message(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         header = h.QueryMessageRequestHeader.decode(cmd.ext_fields)
         broker = self.broker
-        max_num = header.max_num if header.max_num > 0 else broker.config.default_query_max_num
-        max_num = min(max_num, 64 * broker.config.default_query_max_num)
-        result = broker.store.query_message(header.topic, header.key, max_num, header.begin_timestamp,
-                                            header.end_timestamp)
+        # Java QueryMessageProcessor: a unique-key query (mqadmin queryMsgByUniqueKey, the clients' viewMessage by
+        # msgId) asks for defaultQueryMaxNum whatever maxNum says; IndexService caps every query at maxMsgsNumBatch
+        unique = (cmd.ext_fields or {}).get(UNIQUE_KEY_QUERY) == "true"
+        if unique or header.max_num <= 0:
+            max_num = broker.config.default_query_max_num
+        else:
+            max_num = header.max_num
+        max_num = min(max_num, MAX_MSGS_NUM_BATCH)
+        try:
+            result = broker.store.query_message(header.topic, header.key, max_num, header.begin_timestamp,
+                                                header.end_timestamp, unique=unique)
+        except StoreError as exc:           # messageIndexEnable=false
+            return cmd.create_response(ResponseCode.SYSTEM_ERROR, f"querying messages by key failed: {exc}")
         ext = h.QueryMessageResponseHeader(index_last_update_timestamp=result.index_last_update_timestamp,
                                            index_last_update_phyoffset=result.index_last_update_phy_offset).to_ext()
         if not result.records:

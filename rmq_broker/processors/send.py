@@ -13,6 +13,10 @@ before the reply is sent, so a consumer can see a message before its producer se
 Every refusal is a RocketMQ response code with a remark; nothing is stored unless everything was
 valid (the store checks a whole batch before writing any of it). A batch keeps each item's own flag;
 items with different flags take one put per run of equal flags (``_put_flag_runs``).
+
+Topics with a deduplication window (rmq's extension, ``rmq_broker/dedup.py``): a message whose UNIQ_KEY was
+stored less than a window ago is answered with the original's msgId/queueId/queueOffset and not stored again;
+in a batch only the new items are stored.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from rmq_remoting import RemotingCommand, RequestCode, ResponseCode
 from rmq_remoting.headers import SendMessageRequestHeader, SendMessageResponseHeader, decode_send_header
 from rmq_store import DiskFullError, MessageTooLargeError, PutResult, PutStatus, StoreError
 
+from rmq_broker.dedup import DedupEntry, uniq_key_of
 from rmq_broker.perm import PermName
 from rmq_broker.processors.send_back import create_dlq_topic, group_not_exist_remark, max_reconsume_times
 from rmq_broker.subscription_group import InvalidGroupError
@@ -197,6 +202,14 @@ class SendMessageProcessor:
             raise _Refused(ResponseCode.NO_PERMISSION,
                            f"the broker[{broker.config.broker_ip1}] sending transaction message is forbidden")
         wait = _WAIT_FALSE not in props
+        dedup_window = broker.dedup.window_ms(topic_config)
+        uniq = uniq_key_of(props) if dedup_window else None
+        if uniq is not None:
+            original = broker.dedup.lookup(topic, uniq, dedup_window, broker.clock.now_ms())
+            if original is not None:
+                log.debug("send to %s: %s was stored at %d less than %d ms ago; not stored again", topic, uniq,
+                          original.phy_offset, dedup_window)
+                return await self._reply_originals(cmd, [original], wait, one_id=True)
         # Java 4.9 does not store WAIT (it only steers this reply): 9 bytes less per message (§4.3).
         props = _drop_property(props, _WAIT_KEY)
         reply_queue_id = queue_id       # a delayed message's reply names the queue chosen, as Java's does
@@ -217,8 +230,13 @@ class SendMessageProcessor:
         props = _join_properties(props, self._cluster_property)
         born_host = conn.remote_address[:2] if conn.remote_address else None
         result = self._put(topic, [bytes(body)], queue_id, props, header.flag, header, topic_config, born_host)
-        if result.status is PutStatus.PUT_OK and wait:
-            await self._await_flush(result)
+        if result.status is PutStatus.PUT_OK:
+            if uniq is not None:
+                broker.dedup.record(header.topic, uniq, result.first_phy_offset, reply_queue_id,
+                                    result.first_queue_offset, result.store_timestamp, dedup_window,
+                                    broker.clock.now_ms())
+            if wait:
+                await self._await_flush(result)
         return self._reply(cmd, result, reply_queue_id, one_id=True)
 
     def _retry_or_dlq(self, cmd: RemotingCommand, header: SendMessageRequestHeader, topic: str, queue_id: int,
@@ -276,6 +294,11 @@ class SendMessageProcessor:
         if is_retry_topic(topic):
             raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"batch request does not support retry group {topic}")
         batch_props = (header.properties or "").encode()
+        # Java CommitLog.asyncPutMessages refuses a batch with transaction bits (MESSAGE_ILLEGAL); TRAN_MSG in
+        # the batch properties would otherwise store a "transaction" that no END_TRANSACTION can resolve
+        if (sysflag.transaction_value(header.sys_flag) != sysflag.TRANSACTION_NOT_TYPE
+                or is_transaction_message(batch_props)):
+            raise _Refused(ResponseCode.MESSAGE_ILLEGAL, "batch messages do not support transactions")
         if _DELAY_KEY in batch_props:
             raise _Refused(ResponseCode.MESSAGE_ILLEGAL, "batch messages do not support a delay level")
         if has_timer_property(batch_props):
@@ -289,14 +312,65 @@ class SendMessageProcessor:
             raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"the batch body is malformed: {exc}") from None
         queue_id = self._queue_id(header, topic_config)
         born_host = conn.remote_address[:2] if conn.remote_address else None
+        dedup = self.broker.dedup
+        dedup_window = dedup.window_ms(topic_config)
+        if not dedup_window:
+            result = self._put_items(topic, bodies, queue_id, props, flags, header, topic_config, born_host)
+            if result.status is PutStatus.PUT_OK and wait:
+                await self._await_flush(result)
+            return self._reply(cmd, result, queue_id, one_id=False)
+
+        # a topic with a deduplication window: store only the items not stored within it
+        now = self.broker.clock.now_ms()
+        uniqs = [uniq_key_of(p) for p in props]
+        answers: list[DedupEntry | int] = []        # per item: its original, or its index among the stored items
+        kept: list[int] = []
+        first_in_batch: dict[str, int] = {}
+        for i, uniq in enumerate(uniqs):
+            if uniq is not None:
+                original = dedup.lookup(topic, uniq, dedup_window, now)
+                if original is not None:
+                    answers.append(original)
+                    continue
+                if uniq in first_in_batch:          # the same key twice in one batch: stored once
+                    answers.append(first_in_batch[uniq])
+                    continue
+                first_in_batch[uniq] = len(kept)
+            answers.append(len(kept))
+            kept.append(i)
+        if not kept:
+            return await self._reply_originals(cmd, answers, wait, one_id=False)
+        if len(kept) < len(bodies):
+            log.debug("batch to %s: %d of %d items were stored less than %d ms ago; not stored again", topic,
+                      len(bodies) - len(kept), len(bodies), dedup_window)
+            bodies = [bodies[i] for i in kept]
+            props = [props[i] for i in kept]
+            flags = [flags[i] for i in kept]
+        result = self._put_items(topic, bodies, queue_id, props, flags, header, topic_config, born_host)
+        if result.status is not PutStatus.PUT_OK:
+            return self._reply(cmd, result, queue_id, one_id=False)
+        now = self.broker.clock.now_ms()
+        for j, i in enumerate(kept):
+            if uniqs[i] is not None:
+                dedup.record(topic, uniqs[i], int(result.phy_offsets[j]), queue_id, result.first_queue_offset + j,
+                             result.store_timestamp, dedup_window, now)
+        if wait:
+            await self._await_flush(result)
+        if len(kept) == len(answers) or result.status is not PutStatus.PUT_OK:     # no duplicate, or a timeout
+            return self._reply(cmd, result, queue_id, one_id=False)
+        self.broker.stats.on_put(result.count, result.wrote_bytes)
+        items = [a if isinstance(a, DedupEntry)
+                 else DedupEntry(int(result.phy_offsets[a]), queue_id, result.first_queue_offset + a, 0, 0)
+                 for a in answers]
+        # queueId/queueOffset: those of the first item stored now (a batch's items share one queue)
+        return self._reply_entries(cmd, items, queue_id, result.first_queue_offset, one_id=False)
+
+    def _put_items(self, topic: str, bodies: list, queue_id: int, props: list, flags: list,
+                   header: SendMessageRequestHeader, topic_config: Any, born_host: tuple | None) -> Any:
         # Each item keeps its own flag (Java's MessageExtBatchEncoder); the header's flag is the batch's.
         if min(flags) == max(flags):
-            result = self._put(topic, bodies, queue_id, props, flags[0], header, topic_config, born_host)
-        else:
-            result = self._put_flag_runs(topic, bodies, queue_id, props, flags, header, topic_config, born_host)
-        if result.status is PutStatus.PUT_OK and wait:
-            await self._await_flush(result)
-        return self._reply(cmd, result, queue_id, one_id=False)
+            return self._put(topic, bodies, queue_id, props, flags[0], header, topic_config, born_host)
+        return self._put_flag_runs(topic, bodies, queue_id, props, flags, header, topic_config, born_host)
 
     # -- store and reply --------------------------------------------------------------------------
 
@@ -348,11 +422,16 @@ class SendMessageProcessor:
 
     async def _await_flush(self, result: Any) -> None:
         """SYNC_FLUSH: answer once the group commit covering this put is on disk (or report the timeout)."""
+        if not await self._flushed_to(result.end_offset):
+            result.status = PutStatus.FLUSH_DISK_TIMEOUT
+
+    async def _flushed_to(self, end_offset: int) -> bool:
+        """SYNC_FLUSH: wait until the commitlog is on disk up to ``end_offset``; False on the timeout."""
         if not self.broker.sync_flush:
-            return
+            return True
         store = self.broker.store
-        if store.flushed_offset >= result.end_offset:
-            return
+        if store.flushed_offset >= end_offset:
+            return True
         done = trio.Event()
         outcome = [False]
         token = trio.lowlevel.current_trio_token()
@@ -364,11 +443,10 @@ class SendMessageProcessor:
             except trio.RunFinishedError:
                 pass
 
-        store.request_flush(result.end_offset, flushed)
+        store.request_flush(end_offset, flushed)
         with trio.move_on_after(store.config.sync_flush_timeout_ms / 1000):
             await done.wait()
-        if not outcome[0]:
-            result.status = PutStatus.FLUSH_DISK_TIMEOUT
+        return outcome[0]
 
     def _reply(self, cmd: RemotingCommand, result: Any, queue_id: int, *, one_id: bool) -> RemotingCommand:
         code = _PUT_CODES.get(result.status)
@@ -385,3 +463,27 @@ class SendMessageProcessor:
         ext["TRACE_ON"] = "true" if self.broker.config.trace_on else "false"
         self.broker.stats.on_put(result.count, result.wrote_bytes)
         return cmd.create_response(code, None if code == ResponseCode.SUCCESS else result.status.name, ext)
+
+    async def _reply_originals(self, cmd: RemotingCommand, originals: list[DedupEntry], wait: bool, *,
+                               one_id: bool) -> RemotingCommand:
+        """Every message of the send was stored within its topic's deduplication window: answer what the first
+        send was answered (SYNC_FLUSH: once the originals are on disk), store nothing."""
+        store = self.broker.store
+        flushed = True
+        if wait and store.flushed_offset <= max(e.phy_offset for e in originals):
+            flushed = await self._flushed_to(store.max_phy_offset)
+        first = originals[0]
+        return self._reply_entries(cmd, originals, first.queue_id, first.queue_offset, one_id=one_id,
+                                   status=PutStatus.PUT_OK if flushed else PutStatus.FLUSH_DISK_TIMEOUT)
+
+    def _reply_entries(self, cmd: RemotingCommand, entries: list[DedupEntry], queue_id: int, queue_offset: int, *,
+                       one_id: bool, status: PutStatus = PutStatus.PUT_OK) -> RemotingCommand:
+        """A send reply naming ``entries`` (the messages of the send, in order; some stored before)."""
+        host, port = self.broker.store_host
+        ids = [create_offset_msg_id(host, port, e.phy_offset) for e in (entries[:1] if one_id else entries)]
+        header = SendMessageResponseHeader(msg_id=",".join(ids), queue_id=queue_id, queue_offset=queue_offset)
+        ext = header.to_ext()
+        ext["MSG_REGION"] = self.broker.config.region_id
+        ext["TRACE_ON"] = "true" if self.broker.config.trace_on else "false"
+        code = _PUT_CODES[status]
+        return cmd.create_response(code, None if code == ResponseCode.SUCCESS else status.name, ext)

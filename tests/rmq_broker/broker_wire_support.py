@@ -7,6 +7,7 @@ into the broker object except to read what a test cannot get over the wire (its 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -33,6 +34,27 @@ def run(fn: Callable[[], Awaitable[Any]], timeout: float = TIMEOUT_S, **trio_kwa
         with trio.fail_after(timeout):
             return await fn()
     return trio.run(bounded, **trio_kwargs)
+
+
+def run_mock(fn: Callable[[], Awaitable[Any]], clock: Any, real_timeout_s: float = TIMEOUT_S) -> None:
+    """``trio.run(fn)`` on a MockClock, bounded in *real* time (a ``fail_after`` would run on the mock clock, which
+    tests jump by minutes)."""
+    async def bounded() -> None:
+        token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as scope:
+            def expire() -> None:
+                try:
+                    token.run_sync_soon(scope.cancel)
+                except trio.RunFinishedError:
+                    pass
+            timer = threading.Timer(real_timeout_s, expire)
+            timer.start()
+            try:
+                await fn()
+            finally:
+                timer.cancel()
+        assert not scope.cancelled_caught, f"the test took more than {real_timeout_s} s of real time"
+    trio.run(bounded, clock=clock)
 
 
 def props(**kv: str) -> str:

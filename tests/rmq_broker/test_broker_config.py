@@ -180,6 +180,8 @@ def test_ignored_keys_cover_common_tuning() -> None:
     ("messageDelayLevel", "1s 5x", "messageDelayLevel: bad delay level 2 '5x'"),
     ("diskMaxUsedSpaceRatio", "0", "diskMaxUsedSpaceRatio: disk_max_used_space_ratio is a percentage"),
     ("store_host", "1.2.3.4", "store_host: the store host is brokerIP1:listenPort"),
+    ("rmqDedupWindowMsDefault", "-1", "rmqDedupWindowMsDefault: must be 0 (off) to 604800000 ms"),
+    ("rmqDedupMaxEntries", "0", "rmqDedupMaxEntries: must be 1-100000000"),
 ])
 def test_bad_values_are_refused_naming_the_key(key, value, expect) -> None:
     with pytest.raises(ConfigError) as info:

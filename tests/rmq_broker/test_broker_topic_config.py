@@ -195,7 +195,9 @@ def test_topic_config_validation() -> None:
     with pytest.raises(InvalidTopicError):
         TopicConfig("")
     for kwargs in ({"read_queue_nums": -1}, {"write_queue_nums": 70_000}, {"perm": 99},
-                   {"topic_filter_type": "ANY_TAG"}, {"topic_sys_flag": -1}, {"order": "yes"}):
+                   {"topic_filter_type": "ANY_TAG"}, {"topic_sys_flag": -1}, {"order": "yes"},
+                   {"dedup_window_ms": -2}, {"dedup_window_ms": 7 * 24 * 3600 * 1000 + 1},
+                   {"dedup_window_ms": True}):
         with pytest.raises(ValueError):
             TopicConfig("T", **kwargs)
     assert TopicConfig("T", topic_filter_type="MULTI_TAG").topic_filter_type == "MULTI_TAG"
@@ -229,6 +231,24 @@ def test_registration_wrapper_masks_perms_with_the_broker_permission(broker_conf
     before = topics.data_version
     assert topics.bump_data_version() == before.next_version(topics.data_version.timestamp_ms)
     assert manager(broker_config).data_version == topics.data_version     # persisted
+
+
+def test_dedup_window_is_an_extra_field_written_only_when_set(broker_config) -> None:
+    """rmq's rmqDedupWindowMs: in topics.json and the wire form only when non-zero, read back, and a RocketMQ
+    topics.json (without it) reads as 0 = the broker's default."""
+    topics = manager(broker_config)
+    topics.create_or_update(TopicConfig("Dedup", dedup_window_ms=30_000))
+    topics.create_or_update(TopicConfig("Off", dedup_window_ms=-1))
+    topics.create_or_update(TopicConfig("Plain"))
+    table = topics.wrapper()["topicConfigTable"]
+    assert table["Dedup"]["rmqDedupWindowMs"] == 30_000 and table["Off"]["rmqDedupWindowMs"] == -1
+    assert "rmqDedupWindowMs" not in table["Plain"]
+    with open(topics.path) as f:
+        on_disk = json.load(f)["topicConfigTable"]
+    assert on_disk["Dedup"]["rmqDedupWindowMs"] == 30_000 and "rmqDedupWindowMs" not in on_disk["Plain"]
+    again = manager(broker_config)
+    assert again.select("Dedup").dedup_window_ms == 30_000 and again.select("Off").dedup_window_ms == -1
+    assert again.select("Plain").dedup_window_ms == 0
 
 
 def test_persistence_round_trip_across_a_restart(broker_config) -> None:

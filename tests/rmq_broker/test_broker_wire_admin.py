@@ -256,3 +256,40 @@ def test_query_message_by_key_and_view_by_id(tmp_path) -> None:
                 resp = await w.call(RequestCode.VIEW_MESSAGE_BY_ID, h.ViewMessageRequestHeader(offset=bad))
                 assert resp.code == ResponseCode.SYSTEM_ERROR and resp.remark
     run(main)
+
+
+def test_query_message_counts_as_rocketmq(tmp_path) -> None:
+    """Java QueryMessageProcessor: a `_UNIQUE_KEY_QUERY=true` query asks for defaultQueryMaxNum messages whatever its
+    maxNum; every query answers at most maxMsgsNumBatch (64). A unique-key query matches UNIQ_KEY only (RocketMQ
+    returns every index hit and its clients drop the rest)."""
+    async def main() -> None:
+        async with wire(tmp_path, broker_properties={"defaultQueryMaxNum": 20}) as w:
+            await w.create_topic("ManyT", 1)
+            # 70 messages with one key and one UNIQ_KEY (a topic without deduplication stores retries as sent)
+            for lo in range(0, 70, 10):
+                body = encode_batch_body([str(i).encode() for i in range(lo, lo + 10)],
+                                         [props(KEYS="same", UNIQ_KEY="SAME-ID")] * 10)
+                await w.send_ok("ManyT", body, code=RequestCode.SEND_BATCH_MESSAGE, queue_id=0, batch=True)
+            await w.send_ok("ManyT", b"keyed", queue_id=0, properties=props(KEYS="SAME-ID"))
+            end = int(time.time() * 1000) + 60_000
+
+            async def count(key: str, max_num: int, unique: bool = False) -> int:
+                ext = h.QueryMessageRequestHeader(topic="ManyT", key=key, max_num=max_num, begin_timestamp=0,
+                                                  end_timestamp=end).to_ext()
+                if unique:
+                    ext["_UNIQUE_KEY_QUERY"] = "true"
+                resp = await w.call(RequestCode.QUERY_MESSAGE, ext)
+                if resp.code == ResponseCode.QUERY_NOT_FOUND:
+                    return 0
+                assert resp.code == ResponseCode.SUCCESS, (resp.code, resp.remark)
+                return len(decode_records(bytes(resp.body)))
+
+            assert await count("same", 5) == 5
+            assert await count("same", 1000) == 64                     # maxMsgsNumBatch
+            assert await count("same", 0) == 20                        # rmq: no maxNum = defaultQueryMaxNum
+            assert await count("SAME-ID", 1, unique=True) == 20        # defaultQueryMaxNum, not the request's 1
+            assert await count("SAME-ID", 1000, unique=True) == 20
+            assert await count("SAME-ID", 1000) == 64                  # by key: the KEYS match counts too
+            assert await count("same", 10, unique=True) == 0           # a KEYS value is not a unique key
+            assert await count("nothing", 10, unique=True) == 0
+    run(main)
