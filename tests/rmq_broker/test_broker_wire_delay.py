@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import trio
 import trio.testing
-from broker_wire_support import props, run, wire
+from broker_wire_support import props, run, run_mock, wire
 
 from rmq_broker.clock import BrokerClock
 from rmq_common._record import decode_records
@@ -77,3 +77,52 @@ def test_level_3_message_is_delivered_after_10_s_of_broker_time(tmp_path) -> Non
         assert data["offsetTable"][3] == 1
 
     run(main, timeout=120, clock=clock)
+
+
+def test_a_restart_in_the_middle_of_delays_loses_nothing_and_delivers_nothing_twice(tmp_path) -> None:
+    """A delivered before the restart, C and B pending across it: afterwards each is in its real topic once."""
+
+    async def until_found(w, clock, topic: str, queue_id: int, count: int) -> list:
+        for _ in range(200):
+            await trio.testing.wait_all_tasks_blocked()
+            records = await w.pull_records(topic, queue_id, 0)
+            if len(records) >= count:
+                return records
+        return await w.pull_records(topic, queue_id, 0)
+
+    first = trio.testing.MockClock()
+
+    async def before() -> None:
+        async with wire(tmp_path, clock=BrokerClock(first)) as w:
+            await w.create_topic("DelayR", 1)
+            await w.send_ok("DelayR", b"A", properties=props(DELAY="2"))          # due at +5 s
+            await w.send_ok("DelayR", b"B", properties=props(DELAY="4"))          # due at +30 s
+            first.jump(2)
+            await w.send_ok("DelayR", b"C", properties=props(DELAY="2"))          # due at +7 s
+            first.jump(3.1)
+            records = await until_found(w, first, "DelayR", 0, 1)
+            assert [r.body for r in records] == [b"A"]
+            assert (await delay_offsets(w)) == {2: 1}
+
+    run_mock(before, first, real_timeout_s=60)
+    data = fastjson.loads((tmp_path / "broker-a" / "config" / "delayOffset.json").read_bytes())
+    assert data["offsetTable"] == {2: 1}
+
+    second = trio.testing.MockClock()
+
+    async def after() -> None:
+        async with wire(tmp_path, clock=BrokerClock(second)) as w:
+            await trio.testing.wait_all_tasks_blocked()
+            assert [r.body for r in await w.pull_records("DelayR", 0, 0)] == [b"A"]   # A not again
+            second.jump(7.5)
+            records = await until_found(w, second, "DelayR", 0, 2)
+            assert [r.body for r in records] == [b"A", b"C"]
+            second.jump(30)
+            records = await until_found(w, second, "DelayR", 0, 3)
+            assert [r.body for r in records] == [b"A", b"C", b"B"]
+            second.jump(3600)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(await w.pull_records("DelayR", 0, 0)) == 3
+            assert (await delay_offsets(w)) == {2: 2, 4: 1}
+
+    run_mock(after, second, real_timeout_s=60)
