@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deps-installed
-PYX    := $(shell find rmq_common rmq_store rmq_remoting -name '*.pyx' -o -name '*.pxd')
+PYX    := $(shell find rmq_common rmq_store rmq_remoting rmq_client -name '*.pyx' -o -name '*.pxd')
 BUILT  := $(VENV)/.ext-built
 
 .PHONY: run test bench soak build clean venv

@@ -24,6 +24,7 @@ EXTENSIONS = [
     ext("rmq_store._index"),
     ext("rmq_store._commitlog", libraries=["z"]),
     ext("rmq_remoting._frame"),
+    ext("rmq_client._decode"),
 ]
 
 setup(
