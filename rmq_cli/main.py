@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from rmq_cli import bench_remoting, bench_store, broker_cmd, nameserver_cmd
+from rmq_cli import bench_client, bench_remoting, bench_store, broker_cmd, nameserver_cmd
 
 #: What a registrar receives: the sub-parser collection of its parent command.
 SubParsers = argparse._SubParsersAction  # noqa: SLF001 - argparse has no public name for this type
@@ -22,11 +22,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _register_bench(commands: SubParsers) -> None:
-    """``rmq bench ...``: the benchmarks, one sub-command each (``store`` now, ``produce`` once the broker exists)."""
+    """``rmq bench ...``: the benchmarks, one sub-command each (store, remoting, produce, consume, e2e, client)."""
     bench = commands.add_parser("bench", help="run a benchmark", description="Benchmarks of rmq against its peers.")
     benchmarks = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     bench_store.register(benchmarks)
     bench_remoting.register(benchmarks)
+    bench_client.register(benchmarks)
 
 
 #: Top-level commands, in the order ``rmq --help`` lists them.

@@ -20,6 +20,29 @@ loop through ``.portal``).
   broker's check-backs runs in a worker thread (``trio.to_thread``), so a slow check never stalls sends.
 * ``shutdown()`` (or leaving the ``with``) finishes the async sends in flight, unregisters from the brokers,
   stops the loop and joins both threads. A facade is also shut down at interpreter exit.
+
+Consumers:
+
+    from rmq_client.blocking import PushConsumer, LitePullConsumer
+
+    consumer = PushConsumer("CG_orders", namesrv_addr="127.0.0.1:9876")
+    consumer.subscribe("Orders", "created || paid")
+    consumer.register_message_listener(lambda msgs, context: print(msgs))   # runs in a worker thread
+    consumer.start()
+    ...
+    consumer.shutdown()
+
+    with LitePullConsumer("CG_etl", namesrv_addr=addr) as lite:
+        lite.subscribe("Orders")
+        msgs = lite.poll(timeout_ms=1000)
+
+* ``PushConsumer``: the listener (concurrent or orderly) is a plain function called in worker threads, at
+  most ``consume_thread_max`` at a time (``trio.to_thread`` with a limiter of that size); its return value and
+  exceptions count as for the trio consumer. Shutdown lets running calls finish (bounded by
+  ``await_termination_ms_when_shutdown``) before committing offsets.
+* ``LitePullConsumer``: every method of the trio consumer, blocking (``poll``, ``poll_batch``, ``seek``,
+  ``commit_sync`` ...).
+* ``Admin``: every coroutine method of ``rmq_client.Admin``, blocking.
 """
 from __future__ import annotations
 
@@ -35,15 +58,19 @@ from typing import Any, TypeVar
 
 import trio
 
+from rmq_client import admin as _admin
+from rmq_client import lite_pull_consumer as _lite
 from rmq_client import producer as _aio
+from rmq_client import push_consumer as _push
 from rmq_client.config import ProducerConfig
+from rmq_client.consumer_config import LitePullConsumerConfig, PushConsumerConfig
 from rmq_client.errors import ClientError
 from rmq_client.instance import ClientInstance
 from rmq_client.message import Message, MessageExt
 from rmq_client.producer import LocalTransactionState, SendResult, TransactionSendResult
 from rmq_client.routing import MessageQueue, SelectorLike
 
-__all__ = ["Producer", "TransactionProducer", "Portal"]
+__all__ = ["Producer", "TransactionProducer", "PushConsumer", "LitePullConsumer", "Admin", "Portal"]
 
 log = logging.getLogger("rmq_client")
 
@@ -375,3 +402,174 @@ class TransactionProducer(Producer):
         return TransactionSendResult(sent.status, sent.msg_id, sent.offset_msg_id, sent.message_queue,
                                      sent.queue_offset, sent.transaction_id or sent.msg_id, sent.region_id,
                                      sent.trace_on, local_transaction_state=state)
+
+
+class PushConsumer(_Facade):
+    """Blocking ``rmq_client.PushConsumer``: the listener runs in worker threads; ``start``/``shutdown`` block."""
+
+    def __init__(self, group: str | None = None, namesrv_addr: str | None = None, *,
+                 config: PushConsumerConfig | None = None, **options: Any) -> None:
+        self.aio = _push.PushConsumer(group, namesrv_addr, config=config, **options)
+        super().__init__(f"rmq-consumer-{self.aio.group}")
+        self._limiter: trio.CapacityLimiter | None = None
+
+    def _make(self) -> Any:
+        return self.aio
+
+    @property
+    def config(self) -> PushConsumerConfig:
+        return self.aio.config
+
+    @property
+    def stats(self) -> _push.PushConsumerStats:
+        return self.aio.stats
+
+    def subscribe(self, topic: str, expression: str = "*", *, expression_type: str = "TAG") -> None:
+        if self._started and self.portal.alive:
+            self.portal.run_sync(functools.partial(self.aio.subscribe, topic, expression,
+                                                   expression_type=expression_type))
+        else:
+            self.aio.subscribe(topic, expression, expression_type=expression_type)
+
+    def unsubscribe(self, topic: str) -> None:
+        if self._started and self.portal.alive:
+            self.portal.run_sync(self.aio.unsubscribe, topic)
+        else:
+            self.aio.unsubscribe(topic)
+
+    def register_message_listener(self, listener: Any, *, orderly: bool = False) -> None:
+        """``listener(msgs, context)`` (or an object with ``consume_message``), called in a worker thread."""
+        fn = _push._listener_function(listener)
+        limit = self.aio.config.consume_thread_max
+
+        async def in_thread(msgs: list[MessageExt], context: Any) -> Any:
+            if self._limiter is None:
+                self._limiter = trio.CapacityLimiter(limit)
+            return await trio.to_thread.run_sync(fn, msgs, context, limiter=self._limiter)
+
+        self.aio.register_message_listener(in_thread, orderly=orderly)
+
+    def register_concurrent_listener(self, listener: Any) -> None:
+        self.register_message_listener(listener, orderly=False)
+
+    def register_orderly_listener(self, listener: Any) -> None:
+        self.register_message_listener(listener, orderly=True)
+
+    def suspend(self) -> None:
+        self.portal.run_sync(self.aio.suspend)
+
+    def resume(self) -> None:
+        self.portal.run_sync(self.aio.resume)
+
+    def assigned_queues(self) -> list[MessageQueue]:
+        return self.portal.run_sync(self.aio.assigned_queues)
+
+    def fetch_subscribe_message_queues(self, topic: str) -> list[MessageQueue]:
+        return self.portal.run(self.aio.fetch_subscribe_message_queues, topic)
+
+    def persist_consumer_offsets(self) -> None:
+        self.portal.run(self.aio.persist_consumer_offsets)
+
+
+class LitePullConsumer(_Facade):
+    """Blocking ``rmq_client.LitePullConsumer``."""
+
+    def __init__(self, group: str | None = None, namesrv_addr: str | None = None, *,
+                 config: LitePullConsumerConfig | None = None, **options: Any) -> None:
+        self.aio = _lite.LitePullConsumer(group, namesrv_addr, config=config, **options)
+        super().__init__(f"rmq-lite-consumer-{self.aio.group}")
+
+    def _make(self) -> Any:
+        return self.aio
+
+    @property
+    def config(self) -> LitePullConsumerConfig:
+        return self.aio.config
+
+    @property
+    def stats(self) -> _lite.LitePullConsumerStats:
+        return self.aio.stats
+
+    def _call_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._started and self.portal.alive:
+            return self.portal.run_sync(fn, *args)
+        return fn(*args)
+
+    def subscribe(self, topic: str, expression: str = "*", *, expression_type: str = "TAG") -> None:
+        self._call_sync(functools.partial(self.aio.subscribe, topic, expression, expression_type=expression_type))
+
+    def unsubscribe(self, topic: str) -> None:
+        self._call_sync(self.aio.unsubscribe, topic)
+
+    def assign(self, queues: Iterable[MessageQueue]) -> None:
+        self._call_sync(self.aio.assign, list(queues))
+
+    def set_sub_expression_for_assign(self, topic: str, expression: str, *, expression_type: str = "TAG") -> None:
+        self._call_sync(functools.partial(self.aio.set_sub_expression_for_assign, topic, expression,
+                                          expression_type=expression_type))
+
+    def assignment(self) -> set[MessageQueue]:
+        return self.portal.run_sync(self.aio.assignment)
+
+    def poll(self, timeout_ms: float | None = None) -> list[MessageExt]:
+        return self.portal.run(self.aio.poll, timeout_ms)
+
+    def poll_batch(self, timeout_ms: float | None = None) -> _lite.PolledBatch | None:
+        return self.portal.run(self.aio.poll_batch, timeout_ms)
+
+    def seek(self, mq: MessageQueue, offset: int) -> None:
+        self.portal.run(self.aio.seek, mq, offset)
+
+    def seek_to_begin(self, mq: MessageQueue) -> None:
+        self.portal.run(self.aio.seek_to_begin, mq)
+
+    def seek_to_end(self, mq: MessageQueue) -> None:
+        self.portal.run(self.aio.seek_to_end, mq)
+
+    def offset_for_timestamp(self, mq: MessageQueue, timestamp_ms: int) -> int:
+        return self.portal.run(self.aio.offset_for_timestamp, mq, timestamp_ms)
+
+    def seek_by_timestamp(self, mq: MessageQueue, timestamp_ms: int) -> int:
+        return self.portal.run(self.aio.seek_by_timestamp, mq, timestamp_ms)
+
+    def pause(self, queues: Iterable[MessageQueue]) -> None:
+        self.portal.run_sync(self.aio.pause, list(queues))
+
+    def resume(self, queues: Iterable[MessageQueue]) -> None:
+        self.portal.run_sync(self.aio.resume, list(queues))
+
+    def commit(self, offsets: dict[MessageQueue, int] | None = None) -> None:
+        self.portal.run_sync(self.aio.commit, offsets)
+
+    def commit_sync(self, offsets: dict[MessageQueue, int] | None = None) -> None:
+        self.portal.run(self.aio.commit_sync, offsets)
+
+    def committed(self, mq: MessageQueue) -> int:
+        return self.portal.run(self.aio.committed, mq)
+
+    def fetch_message_queues(self, topic: str) -> list[MessageQueue]:
+        return self.portal.run(self.aio.fetch_message_queues, topic)
+
+
+class Admin(_Facade):
+    """Blocking ``rmq_client.Admin``: each of its coroutine methods, called and waited for."""
+
+    def __init__(self, namesrv_addr: str | None = None, **options: Any) -> None:
+        self.aio = _admin.Admin(namesrv_addr, **options)
+        super().__init__("rmq-admin")
+
+    def _make(self) -> Any:
+        return self.aio
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("aio", "portal"):
+            raise AttributeError(name)
+        attr = getattr(self.aio, name)
+        if not callable(attr) or name in ("start", "aclose"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self.portal.run(functools.partial(attr, *args, **kwargs))
+        call.__name__ = name
+        call.__doc__ = attr.__doc__
+        return call

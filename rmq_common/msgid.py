@@ -8,6 +8,7 @@ that ids from rmq look like every other RocketMQ id (consumers treat it as opaqu
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import random
@@ -44,8 +45,12 @@ _INT64_MAX: Final = (1 << 63) - 1
 _HEX: Final = re.compile(r"[0-9A-Fa-f]*")
 
 
+@functools.lru_cache(maxsize=1024)
 def host_to_bytes(host: str) -> bytes:
     """Return the 4 (IPv4) or 16 (IPv6) address bytes of a numeric host, as stored in records and ids.
+
+    Memoized: a broker answers every message of a batch with an offset id of its own store host, and parsing the
+    address with ``ipaddress`` was most of the broker's time per batch (the same few hosts recur).
 
     IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``, what a dual-stack socket reports for IPv4 peers) collapse to
     4 bytes because Java's ``InetAddress`` does the same; otherwise we would write 20-byte hosts that CPP and Node
