@@ -53,6 +53,8 @@ def test_broker_config(store_dir: str | os.PathLike[str], namesrv_addr: str | No
     }
     if broker_id != 0:
         props["brokerRole"] = "SLAVE"
+        # A slave that starts before its master is registered, or loses it, retries soon rather than in 5 s.
+        props["haReconnectInterval"] = TEST_HA_RECONNECT_INTERVAL_MS
     if namesrv_addr:
         props["namesrvAddr"] = namesrv_addr
     props.update(properties)

@@ -2,9 +2,9 @@
 startable and stoppable on its own.
 
 ``group(tmp_path)`` starts a nameserver, the master of broker-a (``embedded_cluster``) and a slave
-(``brokerId=1``, ``brokerRole=SLAVE``) of the same group, and a RemotingClient. The byte stream from master
-to slave (HA) is not part of these tests: where a slave needs messages, the test writes them through the
-slave's own store (``slave.store.put``), which gives it the same kind of log the replication would.
+(``brokerId=1``, ``brokerRole=SLAVE``) of the same group, and a RemotingClient. Messages reach the slave the
+real way: written on the master, replicated over the HA port (the slave learns the master's HA address from its
+registration reply); ``replicated(g)`` waits until the slave's log has caught up.
 """
 from __future__ import annotations
 
@@ -80,6 +80,13 @@ class Group:
         config = dataclasses.replace(old.config, listen_port=old.port)
         self.master_run = await start_broker(self.nursery, Broker(config, clock=self.clock))
         return self.master
+
+
+async def replicated(g: "Group", timeout_s: float = 15.0) -> None:
+    """Wait until the slave's commitlog has every byte of the master's (and so dispatched every record)."""
+    with trio.fail_after(timeout_s):
+        while g.slave.store.max_phy_offset != g.master.store.max_phy_offset:
+            await trio.sleep(0.01)
 
 
 @asynccontextmanager

@@ -1,14 +1,13 @@
 """Pulls and the slave (PROTOCOL.md §5.6; Java ``PullMessageProcessor``, ``DefaultMessageStore.getMessage``).
 
 The in-memory window is ``accessMessageInMemoryMaxRatio`` % of ``rmqTotalPhysicalMemoryBytes``: 40 % of
-10,000 bytes here, so a few dozen small messages cross it. Messages reach the slave by writing through the
-slave's own store (``slave.store.put_batch``), not by HA replication, which these tests leave out; its
-topic configs come from the master by the metadata sync.
+10,000 bytes here, so a few dozen small messages cross it. Messages are written on the master and reach the
+slave by HA replication; its topic configs come from the master by the metadata sync.
 """
 from __future__ import annotations
 
 from broker_wire_support import run
-from slave_support import group
+from slave_support import group, replicated
 
 from rmq_common._record import decode_records
 from rmq_remoting import RemotingCommand, RequestCode, ResponseCode, fastjson
@@ -38,15 +37,17 @@ def answer(resp: RemotingCommand) -> tuple[int, int, int, int]:
 
 
 async def setup_topic(g, messages: int = 0) -> None:
-    """The topic (2 queues) on the master, synced to the slave, and ``messages`` stored in queue 0 of both."""
+    """The topic (2 queues) on the master, synced to the slave, and ``messages`` stored in queue 0 of the master
+    and replicated to the slave."""
     resp = await g.client.invoke(g.master.broker_addr, RemotingCommand.request(
         RequestCode.UPDATE_AND_CREATE_TOPIC, h.CreateTopicRequestHeader(
             topic=TOPIC, default_topic="TBW102", read_queue_nums=2, write_queue_nums=2, perm=6,
             topic_filter_type="SINGLE_TAG", topic_sys_flag=0, order=False).to_ext()), 5000)
     assert resp.code == ResponseCode.SUCCESS
     if messages:
-        for broker in (g.slave, g.master):
-            broker.store.put_batch(TOPIC, [BODY] * messages, 0)
+        g.master.store.put_batch(TOPIC, [BODY] * messages, 0)
+        await replicated(g)
+        assert g.slave.store.max_offset(TOPIC, 0) == messages
     await g.slave.slave_sync.sync_all()
     assert g.slave.slave_sync.last_errors == {}
 

@@ -1,8 +1,8 @@
 """Consumers and producers with slaves in the route (PROTOCOL.md §5.6, §9.1; Java ``PullAPIWrapper``,
 ``MQClientInstance.findBrokerAddressInSubscribe``, ``RemoteBrokerOffsetStore``, ``TopicPublishInfo``).
 
-Messages reach a slave by being written through its own store, not by HA replication (not part of these
-tests); see client_slave_support.py. The slave's topics come from its master by the metadata sync.
+Messages are written on the master and reach its slave by HA replication; the slave's topics come from its
+master by the metadata sync.
 """
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ from consumer_support import FAST, Collector, wait_until
 
 from rmq_client import Producer, PushConsumer, make_message
 from rmq_client.consumer_api import find_broker_in_subscribe
-from rmq_store import MessageStore
 
 TOPIC = "SlaveReadT"
 GROUP = "CG_slave_read"
 SMALL_WINDOW = {"rmqTotalPhysicalMemoryBytes": 10_000, "accessMessageInMemoryMaxRatio": 40}
 QUICK_ROUTES = {"poll_name_server_interval_ms": 200}
-#: Without replication a message sent to the master never reaches the slave, so a pull the slave holds is only
-#: answered when the hold expires: keep holds short where a test waits for that.
+#: Short holds, so that a suspended consumer's held pulls end soon and a pull the slave holds when the master
+#: returns is answered quickly.
 SHORT_HOLDS = {"broker_suspend_max_time_ms": 500, "consumer_timeout_ms_when_suspend": 3000}
 
 
@@ -46,8 +45,8 @@ def test_consumer_follows_the_masters_suggestion_to_the_slave(tmp_path) -> None:
             await b.create_topic("a", TOPIC, 1)
             await slave.slave_sync.sync_all()
             want = bodies("m", 100)
-            for broker in (master, slave):
-                broker.store.put_batch(TOPIC, want, 0)
+            master.store.put_batch(TOPIC, want, 0)
+            await replicated(master, slave)
             seen = Collector()
             consumer = PushConsumer(GROUP, b.namesrv, **FAST)
             consumer.subscribe(TOPIC, "*")
@@ -70,8 +69,8 @@ def test_master_down_consumer_reads_the_slave_and_the_master_takes_the_offsets_b
             await b.create_topic("a", TOPIC, 1)
             await slave.slave_sync.sync_all()
             first = bodies("first", 20)
-            for broker in (master, slave):
-                broker.store.put_batch(TOPIC, first, 0)
+            master.store.put_batch(TOPIC, first, 0)
+            await replicated(master, slave)
             seen = Collector()
             consumer = PushConsumer(GROUP, b.namesrv, **FAST, **QUICK_ROUTES, **SHORT_HOLDS)
             consumer.subscribe(TOPIC, "*")
@@ -80,12 +79,15 @@ def test_master_down_consumer_reads_the_slave_and_the_master_takes_the_offsets_b
                 await wait_seen(seen, first)
                 await wait_until(lambda: master.offsets.query(GROUP, TOPIC, 0) == 20, "offset 20 on the master")
 
-                # the master dies having stored (and replicated) 10 more messages the consumer has not read
-                await b.stop("a")
+                # the master dies having stored (and replicated) 10 more messages the consumer has not read:
+                # the consumer pauses (and its held pull ends) so that it cannot read them from the master first
+                consumer.suspend()
+                await wait_until(lambda: master.holds.held == 0, "no pull held on the master")
                 later = bodies("later", 10)
-                slave.store.put_batch(TOPIC, later, 0)
-                store_config = master.config.store_config().replace(store_host=master.store_host)
-                await trio.to_thread.run_sync(put_offline, store_config, later)
+                master.store.put_batch(TOPIC, later, 0)
+                await replicated(master, slave)
+                await b.stop("a")
+                consumer.resume()
 
                 # the route still lists broker-a, with only its slave: the consumer reads on from it and its
                 # periodic offset commit goes there
@@ -96,27 +98,27 @@ def test_master_down_consumer_reads_the_slave_and_the_master_takes_the_offsets_b
                 # the master returns: the consumer's next commits go to it again
                 master = await b.restart("a")
                 await wait_until(lambda: master.offsets.query(GROUP, TOPIC, 0) == 30, "offset 30 on the master")
-                # ... and its pulls (once the slave answers the pull it holds, suggesting the master): a new
-                # message sent to the group is read from the master
+                # ... and its pulls: the pull the slave holds is answered (with the replicated message or empty)
+                # suggesting the master, and from then on the consumer reads from the master
                 async with Producer("PG_slave_read", b.namesrv) as producer:
                     sent = await producer.send(make_message(TOPIC, b"after"))
-                assert sent.message_queue.broker_name == "broker-a" and sent.queue_offset == 30
-                before = master.stats.get_messages
-                await wait_seen(seen, [b"after"])
+                    assert sent.message_queue.broker_name == "broker-a" and sent.queue_offset == 30
+                    await wait_seen(seen, [b"after"])
+                    before = master.stats.get_messages
+                    sent = await producer.send(make_message(TOPIC, b"after-2"))
+                    assert sent.queue_offset == 31
+                    await wait_seen(seen, [b"after-2"])
                 assert master.stats.get_messages > before
             # nothing was consumed twice along the way
-            assert sorted(seen_bodies(seen)) == sorted(first + later + [b"after"])
+            assert sorted(seen_bodies(seen)) == sorted(first + later + [b"after", b"after-2"])
     run(main, 60)
 
 
-def put_offline(store_config, messages: list[bytes]) -> None:
-    """Messages into a stopped broker's store (what it had stored before it died)."""
-    store = MessageStore(store_config)
-    store.open()
-    try:
-        store.put_batch(TOPIC, messages, 0)
-    finally:
-        store.close()
+async def replicated(master, slave, timeout_s: float = 15.0) -> None:
+    """Wait until the slave's commitlog holds every byte of the master's."""
+    with trio.fail_after(timeout_s):
+        while slave.store.max_phy_offset != master.store.max_phy_offset:
+            await trio.sleep(0.01)
 
 
 def test_producer_skips_a_group_whose_master_is_gone_while_its_slave_is_routed(tmp_path) -> None:
