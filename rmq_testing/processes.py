@@ -202,6 +202,8 @@ class ProcessCluster:
     brokers: dict[str, BrokerSpec] = field(default_factory=dict)
     #: Every nameserver ever started here, in start order, and its port.
     namesrv_ports: dict[str, int] = field(default_factory=dict)
+    #: Processes ``close()`` stops after the brokers (nameservers), so brokers can still unregister from them.
+    _stop_last: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         _live_clusters.add(self)
@@ -251,6 +253,27 @@ class ProcessCluster:
         self.procs[name] = proc
         return proc, log_path, start
 
+    def start_command(self, name: str, args: list[str], *, ready_line: str | None = None,
+                      ready_port: int | None = None) -> subprocess.Popen:
+        """Run ``rmq <args>`` as managed process ``name`` (ended by ``stop``/``close`` like the others) and wait
+        until its output shows ``ready_line`` and/or ``ready_port`` accepts connections.
+
+        For commands this class does not build itself, e.g. ``["broker", "-c", "broker-a.properties"]`` exactly
+        as an operator types it. ``restart`` does not know such a process; start it again with this method.
+        """
+        proc, log_path, start = self._spawn(name, list(args))
+        if args and args[0] == "nameserver":
+            self._stop_last.add(name)
+        try:
+            if ready_port is not None:
+                _wait_listening(proc, ready_port, log_path, START_DEADLINE_S)
+            if ready_line is not None:
+                _wait_for_line(log_path, ready_line, proc, START_DEADLINE_S, start)
+        except RuntimeError:
+            self.stop(name, signal.SIGKILL)
+            raise
+        return proc
+
     def start_nameserver(self, name: str | None = None) -> str:
         """Start (or restart, on the same port) a nameserver; returns the cluster's ``namesrv_addr``.
 
@@ -267,6 +290,7 @@ class ProcessCluster:
         proc, log_path, _ = self._spawn(name, [
             "nameserver", "--listen-port", str(port), "--host", "127.0.0.1",
             "--rmq-home", os.path.join(self.root, name), "--log-file", os.path.join(self.root, f"{name}.log")])
+        self._stop_last.add(name)
         _wait_listening(proc, port, log_path, START_DEADLINE_S)
         return self.namesrv_addr
 
@@ -401,8 +425,9 @@ class ProcessCluster:
 
     def close(self) -> None:
         """Stop every broker (all signalled at once, then reaped), then every nameserver."""
-        brokers = [n for n in self.procs if n not in self.namesrv_ports]
-        nameservers = [n for n in self.procs if n in self.namesrv_ports]
+        late = self._stop_last
+        brokers = [n for n in self.procs if n not in late]
+        nameservers = [n for n in self.procs if n in late]
         for names in (brokers, nameservers):
             procs = [self.procs.pop(n) for n in names]
             for proc in procs:
