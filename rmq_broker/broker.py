@@ -32,6 +32,7 @@ from rmq_broker.client_manager import ConsumerManager, ProducerManager, notify_c
 from rmq_broker.config import BrokerConfig
 from rmq_broker.consumer_offset import ConsumerOffsetManager
 from rmq_broker.dedup import DedupService
+from rmq_broker.ha import HAService
 from rmq_broker.lock_manager import RebalanceLockManager
 from rmq_broker.long_polling import PullHoldService
 from rmq_broker.perm import PermName
@@ -84,6 +85,7 @@ class Broker:
         self.transactions: TransactionService | None = None
         self.dedup = DedupService(self)
         self.registrar = NameServerRegistrar(self)
+        self.ha = HAService(self)
         self._nursery: trio.Nursery | None = None
         self._started = trio.Event()
         self._stopping = False
@@ -104,7 +106,8 @@ class Broker:
 
     @property
     def ha_addr(self) -> str:
-        return f"{self.config.broker_ip1}:{self.server.port + 1}"
+        """The HA address registered with nameservers (slaves replicate from it)."""
+        return self.ha.server_addr
 
     @property
     def is_master(self) -> bool:
@@ -158,7 +161,9 @@ class Broker:
                     self._install()
                     async with RemotingClient(nursery) as client:
                         self.client = client
-                        await nursery.start(self.schedule.run)
+                        await nursery.start(self.ha.run)
+                        if self.is_master:          # a slave's log holds only its master's bytes
+                            await nursery.start(self.schedule.run)
                         await nursery.start(self.timer.run)
                         await nursery.start(self.transactions.run)
                         nursery.start_soon(self._persist_loop)
@@ -271,6 +276,7 @@ class Broker:
         with trio.move_on_after(5):
             await self.registrar.unregister_all()
         self.holds.close()
+        self.ha.close()
         # The woken pulls re-run once in their own tasks and answer PULL_NOT_FOUND; closing the server
         # now would cut their answers off (clients would see a dead connection instead). Wait, bounded,
         # until no request is being handled and nothing is queued for writing: a few scheduler passes

@@ -225,6 +225,9 @@ class BrokerConfig:
     ha_slave_fallbehind_max_bytes: int = _key("haSlaveFallbehindMax", 256 * 1024 * 1024, runtime=True)
     #: SYNC_MASTER: how long a send waits for its slave's acknowledgement.
     slave_timeout_ms: int = _key("slaveTimeout", 3_000, runtime=True)
+    #: A slave's wait before it connects to its master again after a failed attempt or a closed link
+    #: (rmq's key; RocketMQ waits a fixed 5 s).
+    ha_reconnect_interval_ms: int = _key("haReconnectInterval", 5_000)
 
     # -- refused features -----------------------------------------------------------------------------
     #: Must stay false: rmq has no ACL.
@@ -296,7 +299,7 @@ class BrokerConfig:
                     "max_transfer_count_on_message_in_memory", "max_transfer_bytes_on_message_in_disk",
                     "max_transfer_count_on_message_in_disk", "default_query_max_num",
                     "ha_send_heartbeat_interval_ms", "ha_housekeeping_interval_ms", "ha_transfer_batch_size_bytes",
-                    "ha_slave_fallbehind_max_bytes", "slave_timeout_ms")
+                    "ha_slave_fallbehind_max_bytes", "slave_timeout_ms", "ha_reconnect_interval_ms")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise bad(name, "must be positive")

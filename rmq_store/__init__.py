@@ -13,10 +13,11 @@ from rmq_store.config import FlushDiskType, StoreConfig
 from rmq_store.results import GetResult, PutResult, QueryResult, RecoveryReport
 from rmq_store.retention import RetentionReport
 from rmq_store.status import GetStatus, PutStatus
-from rmq_store.store import MessageStore, StoreClosedError, StoreLockedError
+from rmq_store.store import MessageStore, ReplicaStoreError, ReplicationError, StoreClosedError, StoreLockedError
 
 __all__ = [
     "MessageStore", "StoreConfig", "FlushDiskType", "PutStatus", "GetStatus", "PutResult", "GetResult",
     "QueryResult", "RecoveryReport", "RetentionReport", "StoreError", "StoreClosedError", "StoreLockedError",
+    "ReplicationError", "ReplicaStoreError",
     "DiskFullError", "CorruptFileError", "MessageTooLargeError", "MappedFile",
 ]

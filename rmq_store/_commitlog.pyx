@@ -14,7 +14,7 @@ from rmq_common._record cimport (
     RecordView, PropertyScan, masked_crc32, java_hash_utf8, index_hash, parse_record, validate_record,
     scan_properties, record_length, write_record, rmq_put_i32, rmq_get_i32, rmq_get_i64, rmq_prefetch_w,
     MAGIC_BLANK, MAGIC_V1, END_FILE_MIN_BLANK_LENGTH, MAX_TOPIC_LENGTH_V1, MAX_PROPERTIES_LENGTH,
-    RECORD_OK, RECORD_BLANK, RECORD_END, SYSFLAG_TX_MASK, SYSFLAG_TX_PREPARED, SYSFLAG_TX_ROLLBACK,
+    RECORD_OK, RECORD_BLANK, RECORD_END, RECORD_TRUNCATED, RECORD_BAD_SIZE, RECORD_BAD_MAGIC, SYSFLAG_TX_MASK, SYSFLAG_TX_PREPARED, SYSFLAG_TX_ROLLBACK,
 )
 from rmq_store._mapped cimport MappedFile
 from rmq_store._consumequeue cimport ConsumeQueue
@@ -232,6 +232,9 @@ cdef class Dispatcher:
     cdef public bint strict
     # False while re-indexing only (a lost index after a clean shutdown): queues are left alone.
     cdef public bint queues_enabled
+    # Replication: when a dict, every queue given a unit is recorded (as a key) so the store can wake
+    # long polling on exactly those queues after dispatching replicated bytes. None on the put path.
+    cdef public object touched
     cdef int64_t[::1] delay_ms              # delay level (1-based) → ms, for SCHEDULE_TOPIC tags codes
     cdef ConsumeQueue last_cq
     cdef bytes last_topic
@@ -257,6 +260,7 @@ cdef class Dispatcher:
         self.last_topic = None
         self.last_qid = -1
         self.queues_enabled = True
+        self.touched = None
 
     def forget_queues(self) -> None:
         """Drop the cached queue (after a topic is deleted)."""
@@ -330,6 +334,8 @@ cdef class Dispatcher:
                     from rmq_store._mapped import CorruptFileError
                     raise CorruptFileError(f"consume queue {cq.topic}-{cq.queue_id} lost its files")
                 cq.put_unit(rv.phy_offset, rv.total_size, tags_code, rv.queue_offset)
+                if self.touched is not None:
+                    self.touched[cq] = None
         if self.index_enabled and tx != SYSFLAG_TX_ROLLBACK and rv.phy_offset > self.index_skip_below \
                 and (ps.keys_len > 0 or ps.uniq_len > 0):
             if tx != SYSFLAG_TX_PREPARED and tx != SYSFLAG_TX_ROLLBACK and self.queues_enabled:
@@ -370,6 +376,52 @@ cdef class Dispatcher:
             self._flush_keys()
         self.dispatched_to = mf.file_from_offset + pos
         return count
+
+    def dispatch_available(self, MappedFile mf, int64_t start, int64_t end):
+        """Dispatch the complete records of mf in [start, end), where ``end`` may cut a record in two
+        (replicated bytes arrive in chunks that are not aligned to records).
+
+        Returns (count, pos, rc): ``pos`` is where dispatch stopped (relative to the file). ``rc`` 0: the
+        bytes from ``pos`` are the beginning of a record still arriving; 2: a BLANK marker ends the file,
+        ``pos`` is the file size; negative (RECORD_* codes): the bytes at ``pos`` are no record — the
+        caller must not keep them. Each record's physical-offset field must equal its position, which
+        catches bytes appended at the wrong place.
+        """
+        cdef const unsigned char *base = <const unsigned char *><size_t>mf.address
+        cdef int64_t pos = start, blank
+        cdef RecordView rv
+        cdef int rc = 0, count = 0
+        assert 0 <= start and end <= mf.file_size, (start, end, mf.file_size)
+        try:
+            while pos < end:
+                if end - pos >= 8 and rmq_get_i32(base + pos + 4) == MAGIC_BLANK:
+                    # The padding after the marker may still be arriving: its size alone must reach the
+                    # file's end exactly.
+                    blank = rmq_get_i32(base + pos)
+                    if blank < 8 or pos + blank != mf.file_size:
+                        rc = RECORD_BAD_SIZE
+                        break
+                    pos = mf.file_size
+                    rc = RECORD_BLANK
+                    break
+                rc = validate_record(base + pos, end - pos, mf.file_from_offset + pos, False, &rv)
+                if (rc == RECORD_TRUNCATED and end < mf.file_size
+                        and (end - pos < 8 or rv.total_size <= mf.file_size - pos)):
+                    rc = 0          # the rest of this record comes with the next chunk
+                    break
+                if rc != RECORD_OK:
+                    if rc == RECORD_END:
+                        rc = RECORD_BAD_MAGIC   # zeros where the next record should start
+                    break
+                self._dispatch_one(base + pos, &rv)
+                pos += rv.total_size
+                count += 1
+                self.last_store_ts = rv.store_timestamp
+                rc = 0
+        finally:
+            self._flush_keys()
+        self.dispatched_to = mf.file_from_offset + pos
+        return count, pos, rc
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ class MappedFileQueue:
         self.file_size = file_size
         self.warm = warm
         self.files: list[MappedFile] = []
+        # Where the first file starts when there is none: 0, except for a replica that starts at its
+        # master's last file (``restart_at``).
+        self.first_offset = 0
         # Files created (and pre-faulted) ahead of need, in order, starting right after the last file.
         self._ahead: list[MappedFile] = []
         self._prep_thread: threading.Thread | None = None
@@ -66,13 +69,13 @@ class MappedFileQueue:
     # --- positions ----------------------------------------------------------------------------------
     @property
     def min_offset(self) -> int:
-        return self.files[0].file_from_offset if self.files else 0
+        return self.files[0].file_from_offset if self.files else self.first_offset
 
     @property
     def max_offset(self) -> int:
         """Offset just past the last written byte."""
         if not self.files:
-            return 0
+            return self.first_offset
         last = self.files[-1]
         return last.file_from_offset + last.wrote_position
 
@@ -113,7 +116,7 @@ class MappedFileQueue:
         """Offset of the first file not yet created (after the last file and those made ahead)."""
         if self._ahead:
             return self._ahead[-1].file_from_offset + self.file_size
-        return self.files[-1].file_from_offset + self.file_size if self.files else 0
+        return self.files[-1].file_from_offset + self.file_size if self.files else self.first_offset
 
     def prepare_next(self) -> None:
         """Start creating the file after the last one in the background (no-op if under way or made)."""
@@ -136,7 +139,7 @@ class MappedFileQueue:
 
     def roll(self) -> MappedFile:
         """Append the next file (one made ahead when there is one) and start preparing the one after."""
-        start = self.files[-1].file_from_offset + self.file_size if self.files else 0
+        start = self.files[-1].file_from_offset + self.file_size if self.files else self.first_offset
         self._join_preparer()
         with self._prep_lock:
             mf = self._ahead.pop(0) if self._ahead else None
@@ -169,6 +172,23 @@ class MappedFileQueue:
             mf = self._create(self._next_start())
             with self._prep_lock:
                 self._ahead.append(mf)
+
+    def restart_at(self, offset: int) -> None:
+        """Make an empty log begin at ``offset`` (a file boundary): its first file is named by it.
+
+        A replica with no data starts where its master tells it to (the start of the master's last file);
+        the empty files made ahead of need from 0 are dropped first."""
+        if offset % self.file_size:
+            raise ValueError(f"a commitlog can only start at a file boundary, not at {offset}")
+        if any(mf.wrote_position for mf in self.files):
+            raise ValueError("restart_at on a commitlog that holds data")
+        self._join_preparer()
+        with self._prep_lock:
+            doomed, self._ahead = self.files + self._ahead, []
+        self.files = []
+        for mf in doomed:
+            mf.destroy()
+        self.first_offset = offset
 
     # --- flushing -----------------------------------------------------------------------------------
     def flush(self) -> int:

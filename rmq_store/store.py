@@ -57,6 +57,15 @@ class StoreLockedError(StoreError):
     """Another process has this store root open."""
 
 
+class ReplicationError(StoreError):
+    """Replicated bytes that cannot be appended here (wrong offset, a chunk across a file end, bytes that
+    are no records), or an offset a master cannot serve. Nothing is kept of the refused bytes."""
+
+
+class ReplicaStoreError(StoreError):
+    """A put on a replica's store: a slave's log holds only its master's bytes."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -99,6 +108,11 @@ class MessageStore:
         self.recovery: RecoveryReport | None = None
         # Called after each put with (topic, queue_id, new max offset): long polling hooks in here.
         self.arrival_listeners: list[Callable[[str, int, int], None]] = []
+        # True for a slave's store: puts are refused, the log grows only by append_replicated.
+        self.replica = False
+        # Replication: commitlog offset up to which records are dispatched; from here to the max offset
+        # lies the beginning of a record whose end has not arrived yet.
+        self._replica_dispatched = 0
 
     # ------------------------------------------------------------------------------------------------
     # Lifecycle
@@ -137,6 +151,8 @@ class MessageStore:
             if self._dispatcher.index is None and cfg.message_index_enable:
                 self._dispatcher.index = self.index.roll()
             self.recovery = self._recover(abnormal)
+            # Recovery truncated any torn record, so every byte up to the max offset is dispatched.
+            self._replica_dispatched = self.commitlog.max_offset
             with open(os.path.join(self.root, "abort"), "wb"):
                 pass
             # The file appends go to exists and is pre-faulted before the first put, the next one is
@@ -482,6 +498,8 @@ class MessageStore:
         """
         if not self._open:
             raise StoreClosedError("store is closed")
+        if self.replica:
+            raise ReplicaStoreError("this store is a replica: its log takes only its master's bytes")
         if not isinstance(bodies, list):
             bodies = list(bodies)
         n = len(bodies)
@@ -523,6 +541,111 @@ class MessageStore:
             if not self._flush.wait(end, cfg.sync_flush_timeout_ms / 1000):
                 result.status = PutStatus.FLUSH_DISK_TIMEOUT
         return result
+
+    # ------------------------------------------------------------------------------------------------
+    # Replication (PROTOCOL.md §7): the master reads raw commitlog chunks, the slave appends them
+    # ------------------------------------------------------------------------------------------------
+    def replication_start_offset(self) -> int:
+        """Where a slave that reports offset 0 (an empty store) is fed from: the start of the file holding
+        the max offset, i.e. the master's last file (HAConnection: masterOffset − masterOffset % fileSize)."""
+        end = self.commitlog.max_offset
+        return end - end % self.commitlog.file_size
+
+    def read_replication_chunk(self, offset: int, max_bytes: int) -> memoryview | None:
+        """Raw commitlog bytes from ``offset``: at most ``max_bytes``, never past the end of the file that
+        holds ``offset`` (RocketMQ's chunks never cross files), not aligned to records. A read-only view of
+        the mapping, no copy: it keeps the file mapped until released, and written bytes never change while
+        the store is open. None when nothing is written at ``offset`` yet.
+
+        Raises ReplicationError for an offset below the commitlog's minimum (retention removed it)."""
+        self._check_open()
+        cl = self.commitlog
+        if offset >= cl.max_offset:
+            return None
+        if offset < cl.min_offset:
+            raise ReplicationError(f"offset {offset} is below the commitlog's minimum {cl.min_offset}")
+        mf = cl.find(offset)
+        if mf is None or mf.closed:       # retention deleted the file since min_offset was read
+            raise ReplicationError(f"offset {offset} is no longer in the commitlog")
+        rel = offset - mf.file_from_offset
+        end = min(mf.wrote_position, rel + max_bytes)
+        assert end > rel, (offset, mf.wrote_position)
+        return memoryview(mf).toreadonly()[rel:end]
+
+    def append_replicated(self, offset: int, data) -> int:
+        """Append a master's raw commitlog bytes at ``offset``, which must be this log's max offset (or,
+        for an empty log, a file boundary where the log then starts). ``data`` must not cross a file's end.
+        Every record completed by these bytes is dispatched to the consume queues and the index with the
+        dispatcher a put uses, and the arrival listeners are told about the queues that grew; a record
+        still cut off waits for the next chunk. Returns the new max offset.
+
+        Raises ReplicationError and keeps nothing of ``data`` if the offset is wrong, the chunk crosses a
+        file end, or the bytes are not the records they must be (the caller should drop the link: the
+        master resends from the offset reported next)."""
+        n = len(data)
+        cl = self.commitlog
+        touched: dict = {}
+        with self._put_lock:
+            if not self._open:
+                raise StoreClosedError("store is closed")
+            if cl.max_offset == 0 and offset != 0:
+                # An empty replica starts at the master's last file (its first file is named by it).
+                if offset % cl.file_size:
+                    raise ReplicationError(f"an empty log can start only at a file boundary, not at {offset}")
+                cl.restart_at(offset)
+                self._replica_dispatched = offset
+            if offset != cl.max_offset:
+                raise ReplicationError(f"replicated bytes for offset {offset}, but the log ends at {cl.max_offset}")
+            if n == 0:
+                return offset
+            mf = cl.writable()
+            pos = mf.wrote_position
+            assert mf.file_from_offset + pos == offset, (mf.path, pos, offset)
+            if pos + n > mf.file_size:
+                raise ReplicationError(f"{n} replicated bytes at {offset} cross the end of file {mf.path}")
+            mf.write(pos, data)
+            mf.wrote_position = pos + n
+            dispatcher = self._dispatcher
+            dispatcher.touched = touched
+            try:
+                self._dispatch_replicated()
+            except ReplicationError:
+                # Keep the log a prefix of well-formed records: drop what could not be dispatched.
+                cl.truncate(self._replica_dispatched)
+                for cq in self._queues.values():
+                    cq.truncate_phy(self._replica_dispatched)
+                raise
+            finally:
+                dispatcher.touched = None
+            self.last_store_timestamp = dispatcher.last_store_ts
+            end = cl.max_offset
+        for cq in touched:
+            for listener in self.arrival_listeners:
+                listener(cq.topic, cq.queue_id, cq.max_offset)
+        return end
+
+    def _dispatch_replicated(self) -> None:
+        """Dispatch every complete record between the dispatched offset and the max offset."""
+        cl = self.commitlog
+        d = self._replica_dispatched
+        while True:
+            mf = cl.find(d)
+            if mf is None:
+                break
+            count, pos, rc = self._dispatcher.dispatch_available(mf, d - mf.file_from_offset, mf.wrote_position)
+            d = mf.file_from_offset + pos
+            self._replica_dispatched = d
+            if rc < 0:
+                raise ReplicationError(f"replicated bytes at commitlog offset {d} are not a record "
+                                       f"({_RC_NAMES.get(rc, rc)})")
+            if pos < mf.file_size:
+                break       # the rest of a record (or of the file) has not arrived yet
+        assert self._replica_dispatched <= cl.max_offset or cl.files[-1].wrote_position < cl.file_size
+
+    @property
+    def replica_dispatched_offset(self) -> int:
+        """Replication: commitlog offset up to which records are dispatched (readable)."""
+        return self._replica_dispatched
 
     def flush(self) -> int:
         """Make everything appended so far durable now (msync); returns the flushed commitlog offset."""

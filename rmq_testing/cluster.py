@@ -5,11 +5,17 @@ commitlog files of 16 MiB so a test does not allocate gigabytes. Leaving the ``a
 shuts every broker down cleanly (unregister, answer held pulls, flush, close the store) and then
 the nameservers.
 
+Slaves (``slaves=n``) replicate each group's master over HA: brokerId 1..n with the master's brokerName,
+role SLAVE, their own store directories; they find the master's HA address through the nameserver (or
+``haMasterAddress`` when there is no nameserver). ``Cluster.stop_broker`` / ``start_broker`` /
+``restart_broker`` stop a broker and start it again on the same ports and store directory.
+
 Timers run on trio's clock, so a test can pass ``trio.testing.MockClock`` to ``trio.run`` and give
 the brokers a ``BrokerClock(mock_clock)`` to make minutes of broker time pass in milliseconds.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -52,12 +58,20 @@ def test_broker_config(store_dir: str | os.PathLike[str], namesrv_addr: str | No
     return BrokerConfig.from_properties({k: str(v) for k, v in props.items()})
 
 
+#: Reconnect wait of test slaves: a restarted master is found again quickly (RocketMQ's fixed wait is 5 s).
+TEST_HA_RECONNECT_INTERVAL_MS = 200
+
+
 @dataclass
 class Cluster:
     """What ``embedded_cluster`` yields: the running servers and how to reach them."""
 
     nameservers: list[NameServer] = field(default_factory=list)
-    brokers: list[Broker] = field(default_factory=list)
+    brokers: list[Broker] = field(default_factory=list)          # the masters, broker-a, broker-b, ...
+    slaves: list[Broker] = field(default_factory=list)           # every slave, group by group
+    clock: BrokerClock | None = None
+    _nursery: trio.Nursery | None = None
+    _running: dict[int, tuple[trio.CancelScope, trio.Event]] = field(default_factory=dict)
 
     @property
     def namesrv_addr(self) -> str:
@@ -69,14 +83,56 @@ class Cluster:
         """The first broker (most tests have one)."""
         return self.brokers[0]
 
+    def slaves_of(self, master: Broker) -> list[Broker]:
+        return [s for s in self.slaves if s.config.broker_name == master.config.broker_name]
+
+    async def start_broker(self, config: BrokerConfig) -> Broker:
+        """Start a broker from ``config`` in the cluster (it stops when the cluster does)."""
+        assert self._nursery is not None, "the cluster is not running"
+        broker = Broker(config, clock=self.clock)
+        scope = trio.CancelScope()
+        done = trio.Event()
+
+        async def run(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await broker.serve(task_status=task_status)
+            finally:
+                done.set()
+
+        await self._nursery.start(run)
+        self._running[id(broker)] = (scope, done)
+        return broker
+
+    async def stop_broker(self, broker: Broker) -> BrokerConfig:
+        """Shut ``broker`` down gracefully (it unregisters, closes its store) and wait until it has. Returns
+        a config to start it again with: the same store directory and the same listen port."""
+        scope, done = self._running.pop(id(broker))
+        scope.cancel()
+        await done.wait()
+        return dataclasses.replace(broker.config, listen_port=broker.port)
+
+    async def restart_broker(self, broker: Broker) -> Broker:
+        """Stop ``broker`` and start it again on its store; the new Broker replaces it in the lists."""
+        config = await self.stop_broker(broker)
+        new = await self.start_broker(config)
+        for group in (self.brokers, self.slaves):
+            for i, b in enumerate(group):
+                if b is broker:
+                    group[i] = new
+        return new
+
 
 @asynccontextmanager
 async def embedded_cluster(root_dir: str | os.PathLike[str], *, nameservers: int = 1,
-                           brokers: int = 1, broker_properties: Mapping[str, Any] | None = None,
+                           brokers: int = 1, slaves: int = 0, broker_properties: Mapping[str, Any] | None = None,
+                           slave_properties: Mapping[str, Any] | None = None,
                            clock: BrokerClock | None = None) -> AsyncIterator[Cluster]:
-    """Start ``nameservers`` nameservers and ``brokers`` master brokers (broker-a, broker-b, ...)."""
+    """Start ``nameservers`` nameservers, ``brokers`` master brokers (broker-a, broker-b, ...) and ``slaves``
+    slaves of each master. ``broker_properties`` apply to every broker, ``slave_properties`` to slaves
+    on top of them."""
     root = os.fspath(root_dir)
-    cluster = Cluster()
+    cluster = Cluster(clock=clock)
     # Brokers live in an inner nursery so they stop (and unregister) while the nameservers still run.
     async with trio.open_nursery() as ns_nursery:
         for i in range(nameservers):
@@ -86,13 +142,24 @@ async def embedded_cluster(root_dir: str | os.PathLike[str], *, nameservers: int
             cluster.nameservers.append(ns)
         try:
             async with trio.open_nursery() as broker_nursery:
+                cluster._nursery = broker_nursery
                 for i in range(brokers):
                     name = f"broker-{chr(ord('a') + i)}"
                     config = test_broker_config(os.path.join(root, name), cluster.namesrv_addr or None,
                                                 broker_name=name, **dict(broker_properties or {}))
-                    broker = Broker(config, clock=clock)
-                    await broker_nursery.start(broker.serve)
-                    cluster.brokers.append(broker)
+                    cluster.brokers.append(await cluster.start_broker(config))
+                for master in list(cluster.brokers):
+                    name = master.config.broker_name
+                    for j in range(1, slaves + 1):
+                        props: dict[str, Any] = {"haReconnectInterval": TEST_HA_RECONNECT_INTERVAL_MS}
+                        if not nameservers:
+                            props["haMasterAddress"] = master.ha_addr
+                        props.update(broker_properties or {})
+                        props.pop("brokerRole", None)           # a master's role is not a slave's
+                        props.update(slave_properties or {})
+                        config = test_broker_config(os.path.join(root, f"{name}-s{j}"), cluster.namesrv_addr or None,
+                                                    broker_name=name, broker_id=j, **props)
+                        cluster.slaves.append(await cluster.start_broker(config))
                 try:
                     yield cluster
                 finally:

@@ -207,6 +207,7 @@ class AdminProcessor:
             "scheduleMessageOffset": broker.schedule.text() if broker.schedule else "",
             "storeStats": fastjson.dumps(st).decode(),
         }
+        table.update(broker.ha.runtime_info())
         return cmd.create_response(ResponseCode.SUCCESS, None, None, fastjson.dumps({"table": table}))
 
     # -- statistics -----------------------------------------------------------------------------

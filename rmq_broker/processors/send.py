@@ -65,6 +65,8 @@ MAX_BATCH_ITEMS = 4096
 _PUT_CODES = {
     PutStatus.PUT_OK: ResponseCode.SUCCESS,
     PutStatus.FLUSH_DISK_TIMEOUT: ResponseCode.FLUSH_DISK_TIMEOUT,
+    PutStatus.FLUSH_SLAVE_TIMEOUT: ResponseCode.FLUSH_SLAVE_TIMEOUT,
+    PutStatus.SLAVE_NOT_AVAILABLE: ResponseCode.SLAVE_NOT_AVAILABLE,
 }
 
 
@@ -421,9 +423,17 @@ class SendMessageProcessor:
             raise _Refused(ResponseCode.MESSAGE_ILLEGAL, f"the message is illegal: {exc}") from None
 
     async def _await_flush(self, result: Any) -> None:
-        """SYNC_FLUSH: answer once the group commit covering this put is on disk (or report the timeout)."""
+        """A send with WAIT=true: SYNC_FLUSH answers once the group commit covering this put is on disk
+        (else FLUSH_DISK_TIMEOUT); SYNC_MASTER then once a slave has acknowledged its bytes (else
+        SLAVE_NOT_AVAILABLE / FLUSH_SLAVE_TIMEOUT, which win as in Java's handleDiskFlush + handleHA).
+        Other requests are served meanwhile: only this send's task waits."""
         if not await self._flushed_to(result.end_offset):
             result.status = PutStatus.FLUSH_DISK_TIMEOUT
+        ha = self.broker.ha
+        if ha.sync_master:
+            replicated = await ha.wait_replicated(result.end_offset)
+            if replicated is not PutStatus.PUT_OK:
+                result.status = replicated
 
     async def _flushed_to(self, end_offset: int) -> bool:
         """SYNC_FLUSH: wait until the commitlog is on disk up to ``end_offset``; False on the timeout."""
