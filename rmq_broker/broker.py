@@ -45,6 +45,7 @@ from rmq_broker.processors.send import SendMessageProcessor
 from rmq_broker.processors.send_back import ConsumerSendMsgBackProcessor
 from rmq_broker.registration import NameServerRegistrar
 from rmq_broker.schedule import ScheduleService
+from rmq_broker.slave_sync import SlaveSynchronizer
 from rmq_broker.stats import BrokerStats
 from rmq_broker.subscription_group import SubscriptionGroupManager
 from rmq_broker.timer import TimerService, checkpoint_path
@@ -86,6 +87,7 @@ class Broker:
         self.dedup = DedupService(self)
         self.registrar = NameServerRegistrar(self)
         self.ha = HAService(self)
+        self.slave_sync = SlaveSynchronizer(self)           # a slave's copy of the master's metadata
         self._nursery: trio.Nursery | None = None
         self._started = trio.Event()
         self._stopping = False
@@ -169,6 +171,7 @@ class Broker:
                         nursery.start_soon(self._persist_loop)
                         nursery.start_soon(self._client_scan_loop)
                         await nursery.start(self.registrar.run)
+                        await nursery.start(self.slave_sync.run)
                         log.info("The broker[%s, %s] boot success. serializeType=JSON and name server is %s",
                                  self.config.broker_name, self.broker_addr, self.config.namesrv_addr or "(none)")
                         self._started.set()

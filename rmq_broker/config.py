@@ -96,6 +96,21 @@ def local_address() -> str:
     return address
 
 
+_physical_memory_bytes: int | None = None
+
+
+def physical_memory_bytes() -> int:
+    """This host's physical memory (Java ``StoreUtil.TOTAL_PHYSICAL_MEMORY_SIZE``), read once."""
+    global _physical_memory_bytes
+    if _physical_memory_bytes is None:
+        try:
+            _physical_memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            _physical_memory_bytes = 24 * 1024 ** 3   # Java's fallback when the MXBean cannot say
+        assert _physical_memory_bytes > 0
+    return _physical_memory_bytes
+
+
 def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
@@ -180,6 +195,13 @@ class BrokerConfig:
     max_transfer_count_on_message_in_memory: int = _key("maxTransferCountOnMessageInMemory", 32, runtime=True)
     max_transfer_bytes_on_message_in_disk: int = _key("maxTransferBytesOnMessageInDisk", 64 * 1024, runtime=True)
     max_transfer_count_on_message_in_disk: int = _key("maxTransferCountOnMessageInDisk", 8, runtime=True)
+    #: rmq's own: the physical memory the in-memory window is a share of; 0 = this host's (detected). Lets
+    #: tests and small hosts exercise the "in disk" limits and the slave-read suggestion without gigabytes.
+    rmq_total_physical_memory_bytes: int = _key("rmqTotalPhysicalMemoryBytes", 0, runtime=True)
+    #: A slave corrects a pull's out-of-range offset as a master does (true) or keeps it and sends the
+    #: consumer back to the master (false, RocketMQ's default): a slave behind its master must not move
+    #: consumers backwards.
+    offset_check_in_slave: bool = _key("offsetCheckInSlave", False, runtime=True)
     #: QUERY_MESSAGE answers at most this many messages.
     default_query_max_num: int = _key("defaultQueryMaxNum", 32, runtime=True)
 
@@ -316,6 +338,8 @@ class BrokerConfig:
             raise bad("rmq_dedup_max_entries", "must be 1-100000000")
         if self.default_topic_queue_nums > _INT32_MAX:
             raise bad("default_topic_queue_nums", "is too large")
+        if not 0 <= self.rmq_total_physical_memory_bytes <= _INT64_MAX:
+            raise bad("rmq_total_physical_memory_bytes", "must be 0 (this host's memory) or a number of bytes")
         if not 0 <= self.access_message_in_memory_max_ratio_percent <= 100:
             raise bad("access_message_in_memory_max_ratio_percent", "is a percentage, 0-100")
         if self.acl_enable:
@@ -361,6 +385,14 @@ class BrokerConfig:
     def register_period_ms(self) -> int:
         """``registerNameServerPeriod`` clamped to 10-60 s, as BrokerController does."""
         return max(10_000, min(60_000, self.register_name_server_period_ms))
+
+    @property
+    def memory_window_bytes(self) -> int:
+        """How far behind the commitlog's end a record may be and still count as in memory (RocketMQ:
+        ``accessMessageInMemoryMaxRatio`` % of the physical memory): pulls further behind get the "in disk"
+        limits, and with ``slaveReadEnable`` a suggestion to read from a slave."""
+        total = self.rmq_total_physical_memory_bytes or physical_memory_bytes()
+        return total * self.access_message_in_memory_max_ratio_percent // 100
 
     @property
     def max_pull_msg_nums(self) -> int:
@@ -553,7 +585,7 @@ IGNORED_KEYS: Final[frozenset[str]] = frozenset({
     "flushConsumerOffsetHistoryInterval", "deleteCommitLogFilesInterval", "deleteConsumeQueueFilesInterval",
     "destroyMapedFileIntervalForcibly", "redeleteHangedFileInterval", "cleanFileForciblyEnable",
     "putMsgIndexHightWater", "maxMsgsNumBatch", "messageIndexSafe", "osPageCacheBusyTimeOutMills",
-    "duplicationEnable", "diskFallRecorded", "debugLockEnable", "offsetCheckInSlave", "enableConsumeQueueExt",
+    "duplicationEnable", "diskFallRecorded", "debugLockEnable", "enableConsumeQueueExt",
     "mappedFileSizeConsumeQueueExt", "bitMapLengthConsumeQueueExt", "messageStorePlugIn", "highSpeedMode",
     "commercialEnable", "commercialTimerCount", "commercialTransCount", "commercialBigCount",
     "commercialBaseCount", "transferMsgByHeap", "maxDelayTime", "filterServerNums", "enableCalcFilterBitMap",

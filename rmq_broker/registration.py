@@ -5,7 +5,14 @@ The broker sends REGISTER_BROKER to all configured nameservers in parallel at st
 UNREGISTER_BROKER on shutdown. Each nameserver is independent: one that is down is logged and retried
 at the next period, never blocking the others. The body is RegisterBrokerBody with every topic
 config and its DataVersion; ``bodyCrc32`` carries its masked CRC-32 so a nameserver can detect
-corruption. A slave learns its master's address (and HA address) from the replies.
+corruption.
+
+A slave learns its master from the replies (Java ``BrokerController.doRegisterBrokerAll``): the first
+accepted reply of a round sets ``master_addr`` — to None when the nameserver has no live master of the
+group, which stops the metadata sync until the master is back — and, unless ``haMasterAddress`` is
+configured (Java's ``updateMasterHAServerAddrPeriodically=false``), ``master_ha_addr`` when the reply
+carries one; a reply without an HA address leaves the last one in place, as Java does, so the HA client
+keeps retrying the address it knows. Every change is logged.
 """
 from __future__ import annotations
 
@@ -33,8 +40,12 @@ REGISTER_TIMEOUT_MS = 6_000
 class NameServerRegistrar:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        #: The group master's remoting address (the metadata sync's source); None = no live master known.
         self.master_addr: str | None = None
-        self.master_ha_addr: str | None = None
+        #: Where the slave's HA client connects: ``haMasterAddress`` if configured, else from the replies.
+        self.master_ha_addr: str | None = broker.config.ha_master_address
+        #: False when ``haMasterAddress`` fixes the HA address (Java ``updateMasterHAServerAddrPeriodically``).
+        self.update_master_ha_addr = broker.config.ha_master_address is None
         self.last_results: dict[str, str] = {}       # nameserver → "ok" or the error
         self._kick = trio.Event()
 
@@ -65,9 +76,10 @@ class NameServerRegistrar:
         body = self._body()
         ext = self._header(body)
         accepted = 0
+        first_reply: RemotingCommand | None = None
 
         async def one(addr: str) -> None:
-            nonlocal accepted
+            nonlocal accepted, first_reply
             cmd = RemotingCommand.request(RequestCode.REGISTER_BROKER, dict(ext), body)
             try:
                 resp = await self.broker.client.invoke(addr, cmd, REGISTER_TIMEOUT_MS)
@@ -81,23 +93,37 @@ class NameServerRegistrar:
                 return
             accepted += 1
             self.last_results[addr] = "ok"
-            self._apply_reply(resp)
+            if first_reply is None:
+                first_reply = resp
 
         async with trio.open_nursery() as nursery:
             for addr in addrs:
                 nursery.start_soon(one, addr)
+        if first_reply is not None:
+            self._apply_reply(first_reply)
         return accepted
 
     def _apply_reply(self, resp: RemotingCommand) -> None:
+        """Take the master addresses from one accepted reply (Java uses the first of the round's results)."""
         try:
-            header = RegisterBrokerResponseHeader.decode(resp.ext_fields)
-        except RemotingError:
+            header = RegisterBrokerResponseHeader.decode(resp.ext_fields or {})
+        except RemotingError as exc:
+            log.warning("registration reply with an unreadable header ignored: %s", exc)
             return
-        if self.broker.config.broker_id != 0:
-            if header.master_addr:
-                self.master_addr = header.master_addr
-            if header.ha_server_addr:
-                self.master_ha_addr = header.ha_server_addr
+        if self.broker.is_master:
+            return          # nameservers only name a master to slaves; a master syncs from nobody
+        master_addr = header.master_addr or None
+        if master_addr == self.broker.broker_addr:
+            master_addr = None          # never sync from ourselves (Java's syncAll skips its own address)
+        if master_addr != self.master_addr:
+            log.info("master of %s changed: %s -> %s", self.broker.config.broker_name, self.master_addr or "(none)",
+                     master_addr or "(none)")
+            self.master_addr = master_addr
+        ha_addr = header.ha_server_addr or None
+        if self.update_master_ha_addr and ha_addr is not None and ha_addr != self.master_ha_addr:
+            log.info("master HA address of %s changed: %s -> %s", self.broker.config.broker_name,
+                     self.master_ha_addr or "(none)", ha_addr)
+            self.master_ha_addr = ha_addr
 
     async def unregister_all(self) -> None:
         b = self.broker

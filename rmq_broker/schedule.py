@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -91,7 +91,34 @@ class ScheduleService:
         """delayOffset.json's content (GET_ALL_DELAY_OFFSET)."""
         return fastjson.dumps({"offsetTable": dict(sorted(self.offsets.items()))}).decode()
 
+    def replace_offsets(self, doc: Any) -> None:
+        """Take a master's delay progress (a slave's GET_ALL_DELAY_OFFSET sync) and write delayOffset.json.
+
+        ``doc`` is the parsed ``{"offsetTable":{level:offset,…}}``; ValueError/TypeError if it is not that
+        (nothing changes then), OSError if the file cannot be written (the table is taken anyway). Only a
+        slave calls this: its levels do not run, so nothing races with the replacement."""
+        table = doc.get("offsetTable") if isinstance(doc, dict) else None
+        if table is None:
+            table = {}
+        if not isinstance(table, dict):
+            raise ValueError("offsetTable must be a JSON object")
+        offsets: dict[int, int] = {}
+        for level, offset in table.items():
+            if isinstance(level, bool) or isinstance(offset, bool) or not isinstance(offset, int):
+                raise ValueError(f"offsetTable entry {level!r}: {offset!r} is not level: offset")
+            level = int(level)          # bare int from fastjson, "1" from a standard JSON writer
+            if level < 1 or offset < 0:
+                raise ValueError(f"offsetTable entry {level}: {offset} is out of range")
+            offsets[level] = offset
+        self.offsets = offsets
+        self.persist()
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if not self.broker.is_master:
+            # Java runs ScheduleMessageService on masters only: a slave's SCHEDULE_TOPIC_XXXX is the
+            # master's, replicated; delivering from it would write to the slave's own commitlog.
+            task_status.started()
+            return
         async with trio.open_nursery() as nursery:
             for level in range(1, self.max_level + 1):
                 nursery.start_soon(self._run_level, level)

@@ -14,6 +14,19 @@ serving its other requests (CAPTURES.md §3.6).
 The reply body is the stored records concatenated verbatim; the views of the mapped files are
 released as soon as they are copied into the reply.
 
+Reads from slaves (PROTOCOL.md §5.6, Java ``PullMessageProcessor`` + ``DefaultMessageStore.getMessage``): a
+pull whose last record lies more than the in-memory window (``accessMessageInMemoryMaxRatio`` % of physical
+memory, ``BrokerConfig.memory_window_bytes``) behind the commitlog's end is "consuming slowly". With
+``slaveReadEnable`` the answer's suggestWhichBrokerId is then the group's ``whichBrokerWhenConsumeSlowly``
+(default 1), else the group's ``brokerId`` (0); without it, always 0. Clients pull from the suggested broker
+next. Records beyond the window are also capped by the "in disk" limits (``maxTransferCountOnMessageInDisk``
+8, ``maxTransferBytesOnMessageInDisk`` 64 KiB) instead of the in-memory ones, record by record as Java's
+``isTheBatchFull``. A slave answers like a master (Java sets PULL_RETRY_IMMEDIATELY for a slave without
+``slaveReadEnable`` and then overwrites it with the store status's code, so its consumers are served), except
+that with ``offsetCheckInSlave=false`` (the default) it never corrects an out-of-range offset: it keeps the
+requested one and answers PULL_RETRY_IMMEDIATELY with the group's ``brokerId`` as suggestion, sending the
+consumer back to the master instead of moving it to where the slave happens to be.
+
 SQL92 subscriptions (``expressionType`` SQL92, with ``enablePropertyFilter``): the expression is compiled
 once per text (``Sql92FilterCache``) and evaluated against every candidate record's properties; the store
 read has no tag filter, and up to ``MAX_SCAN_UNITS`` units are examined to find ``maxMsgNums`` matches, as
@@ -46,6 +59,8 @@ log = logging.getLogger("rmq_broker.pull")
 
 _FAQ = "\nSee http://rocketmq.apache.org/docs/faq/ for further details."
 
+#: brokerId of a group's master (Java ``MixAll.MASTER_ID``).
+MASTER_ID = 0
 #: ``RequestCode.CHECK_CLIENT_CONFIG``: a consumer asks whether the broker can filter with its subscription.
 CHECK_CLIENT_CONFIG = 46
 #: Compiled SQL92 expressions kept per broker (RocketMQ's parse cache keeps 100).
@@ -62,17 +77,31 @@ class PullSysFlag:
     LITE_PULL = 0x10
 
 
+#: Store statuses whose nextBeginOffset is a correction of the requested offset (Java
+#: ``DefaultMessageStore.nextOffsetCorrection``): a slave without offsetCheckInSlave keeps the requested one.
+_CORRECTED_STATUSES = frozenset({GetStatus.NO_MESSAGE_IN_QUEUE, GetStatus.NO_MATCHED_LOGIC_QUEUE,
+                                 GetStatus.OFFSET_TOO_SMALL, GetStatus.OFFSET_OVERFLOW_ONE,
+                                 GetStatus.OFFSET_OVERFLOW_BADLY, GetStatus.OFFSET_FOUND_NULL})
+
+
 class _FilteredResult:
-    """What ``process`` reads of a store GetResult, for records kept by a SQL92 filter."""
+    """What ``process`` reads of a store GetResult, for records kept by a SQL92 filter or cut by the
+    "in disk" limits: one buffer per record, with the record's commitlog offset and queue offset."""
 
     def __init__(self, status: GetStatus, next_begin_offset: int, min_offset: int, max_offset: int,
-                 buffers: list[bytes]) -> None:
+                 buffers: list[bytes], phy_offsets: list[int], queue_offsets: list[int]) -> None:
+        assert len(buffers) == len(phy_offsets) == len(queue_offsets)
         self.status = status
         self.next_begin_offset = next_begin_offset
         self.min_offset = min_offset
         self.max_offset = max_offset
         self.buffers = buffers
-        self.phy_offsets = buffers      # only its length is read (the message count)
+        self.phy_offsets = phy_offsets
+        self.queue_offsets = queue_offsets
+        self.sizes = [len(b) for b in buffers]
+
+    def records(self) -> list[bytes]:
+        return self.buffers
 
     def release(self) -> None:
         pass
@@ -135,9 +164,23 @@ class PullMessageProcessor:
                 topic, queue_id, header.queue_offset, max_count, config.max_transfer_bytes_on_message_in_memory,
                 None if subscription is None or subscription.all_tags else set(subscription.code_set))
         try:
+            slowly = False
+            if result.status is GetStatus.FOUND:
+                max_phy_offset = broker.store.max_phy_offset
+                window_bytes = config.memory_window_bytes
+                result = self._disk_limited(result, max_phy_offset, window_bytes)
+                # Java: the distance from the commitlog's end to the last unit looked at
+                slowly = max_phy_offset - int(result.phy_offsets[-1]) > window_bytes
             code, body = self._code_and_body(result, header)
+            next_begin_offset = result.next_begin_offset
+            suggest = self._suggest_broker_id(group_config, slowly)
+            if not broker.is_master and not config.offset_check_in_slave and result.status in _CORRECTED_STATUSES:
+                next_begin_offset = header.queue_offset
+                if code == ResponseCode.PULL_OFFSET_MOVED:
+                    code = ResponseCode.PULL_RETRY_IMMEDIATELY
+                    suggest = group_config.broker_id
             response_header = PullMessageResponseHeader(
-                suggest_which_broker_id=0, next_begin_offset=result.next_begin_offset,
+                suggest_which_broker_id=suggest, next_begin_offset=next_begin_offset,
                 min_offset=result.min_offset, max_offset=result.max_offset)
         finally:
             result.release()
@@ -155,6 +198,48 @@ class PullMessageProcessor:
         if code == ResponseCode.SUCCESS:
             broker.stats.on_get(len(result.phy_offsets), len(body))
         return cmd.create_response(code, result.status.name, response_header.to_ext(), body)
+
+    def _suggest_broker_id(self, group_config: Any, slowly: bool) -> int:
+        """suggestWhichBrokerId (§5.6): only with slaveReadEnable does a broker send consumers elsewhere."""
+        if not self.broker.config.slave_read_enable:
+            return MASTER_ID
+        return group_config.which_broker_when_consume_slowly if slowly else group_config.broker_id
+
+    def _disk_limited(self, result: Any, max_phy_offset: int, window_bytes: int) -> Any:
+        """``result`` cut where Java's ``isTheBatchFull`` would stop, now that records may be "in disk".
+
+        The store applied the in-memory limits. Commitlog offsets grow along a queue, so when the first
+        record is within the window every record is and nothing changes (the common case, no per-record
+        work); otherwise each record after the first is checked against the limits of its own place.
+        """
+        phy_offsets = result.phy_offsets
+        count = len(phy_offsets)
+        if count <= 1 or max_phy_offset - int(phy_offsets[0]) <= window_bytes:
+            return result
+        cfg = self.broker.config
+        sizes = [int(x) for x in result.sizes]
+        total = sizes[0]
+        keep = count
+        for i in range(1, count):
+            size = sizes[i]
+            if max_phy_offset - int(phy_offsets[i]) > window_bytes:
+                full = total + size > cfg.max_transfer_bytes_on_message_in_disk or \
+                    i >= cfg.max_transfer_count_on_message_in_disk
+            else:
+                full = total + size > cfg.max_transfer_bytes_on_message_in_memory or \
+                    i >= cfg.max_transfer_count_on_message_in_memory
+            if full:
+                keep = i
+                break
+            total += size
+        if keep == count:
+            return result
+        queue_offsets = [int(x) for x in result.queue_offsets[:keep]]
+        kept = [bytes(record) for record, _ in zip(result.records(), range(keep))]
+        cut = _FilteredResult(GetStatus.FOUND, int(result.queue_offsets[keep]), result.min_offset,
+                              result.max_offset, kept, [int(x) for x in phy_offsets[:keep]], queue_offsets)
+        result.release()
+        return cut
 
     def _subscription(self, cmd: RemotingCommand, header: PullMessageRequestHeader, group_config: Any) -> Any:
         """(subscription, compiled SQL92 filter or None) to filter with, or a response refusing the pull.
@@ -238,6 +323,8 @@ class PullMessageProcessor:
         matches = sql_filter.matches
         scan_limit = max(MAX_SCAN_UNITS, max_count)
         kept: list[bytes] = []
+        kept_phy_offsets: list[int] = []
+        kept_queue_offsets: list[int] = []
         kept_bytes = 0
         scanned = 0
         next_offset = offset
@@ -252,7 +339,8 @@ class PullMessageProcessor:
                     break
                 min_offset, max_offset = result.min_offset, result.max_offset
                 stop_at = -1
-                for record, queue_offset in zip(result.records(), result.queue_offsets.tolist()):
+                for record, queue_offset, phy_offset in zip(result.records(), result.queue_offsets.tolist(),
+                                                            result.phy_offsets.tolist()):
                     if not matches(record_properties(record)):
                         continue
                     size = len(record)
@@ -260,6 +348,8 @@ class PullMessageProcessor:
                         stop_at = queue_offset
                         break
                     kept.append(bytes(record))
+                    kept_phy_offsets.append(phy_offset)
+                    kept_queue_offsets.append(queue_offset)
                     kept_bytes += size
                     if len(kept) >= max_count:
                         stop_at = queue_offset + 1
@@ -275,7 +365,8 @@ class PullMessageProcessor:
             if scanned >= scan_limit or next_offset >= max_offset:
                 break
         status = GetStatus.FOUND if kept else GetStatus.NO_MATCHED_MESSAGE
-        return _FilteredResult(status, next_offset, min_offset, max_offset, kept)
+        return _FilteredResult(status, next_offset, min_offset, max_offset, kept, kept_phy_offsets,
+                               kept_queue_offsets)
 
     def check_client_config(self, cmd: RemotingCommand) -> RemotingCommand:
         """CHECK_CLIENT_CONFIG (46): can this broker filter with the consumer's subscription?
