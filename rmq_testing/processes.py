@@ -318,8 +318,8 @@ class ProcessCluster:
                     properties: Mapping[str, Any] | None = None,
                     master_properties: Mapping[str, Any] | None = None,
                     slave_properties: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None) -> list[str]:
-        """Start a master (process ``broker_name``, brokerId 0, ``role``) and ``slaves`` slaves (processes
-        ``<broker_name>-s1``, ... with brokerId 1, ... and brokerRole SLAVE), all at once; returns their names.
+        """Start a master (process ``broker_name``, brokerId 0, ``role``), then ``slaves`` slaves at once (processes
+        ``<broker_name>-s1``, ... with brokerId 1, ... and brokerRole SLAVE); returns their names.
 
         ``properties`` go to every member; ``slave_properties`` (one mapping for all, or one per slave) to the
         slaves, e.g. ``{"haMasterAddress": proxy.address}``.
@@ -337,7 +337,10 @@ class ProcessCluster:
         for i in range(1, slaves + 1):
             specs.append(self._broker_spec(f"{broker_name}-s{i}", (), broker_name, i,
                                            {**common, "brokerRole": "SLAVE", **dict(per_slave[i - 1])}))
-        self._start_all(specs)
+        # The master first: a slave learns its master's HA address from the reply to its registration, and one
+        # registered before its master would wait for its next registration (every 30 s) to start replicating.
+        self._start_all(specs[:1])
+        self._start_all(specs[1:])
         return [spec.name for spec in specs]
 
     def _broker_spec(self, name: str, extra: tuple[str, ...], broker_name: str | None, broker_id: int | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from rmq_client import make_message
 from rmq_client.blocking import Admin, Producer
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=expectation, action="append", default=[], metavar="NAME:IDS",
                         help="a broker group and the brokerIds that must be registered, e.g. broker-a:0,1")
     parser.add_argument("--send", metavar="TOPIC", help="send a probe message to every queue of TOPIC")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="retry a send that is not SEND_OK for up to this long (a SYNC_MASTER answers "
+                             "SLAVE_NOT_AVAILABLE until its slave has connected)")
     args = parser.parse_args(argv)
 
     ok = True
@@ -60,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         with Admin(args.namesrv_addr) as admin:         # on every master; nothing changes if it exists already
             admin.create_topic(args.send, queue_nums=2)
         with Producer("check_cluster", namesrv_addr=args.namesrv_addr) as producer:
+            deadline = time.monotonic() + args.wait
             for queue in producer.publish_queues(args.send):
-                result = producer.send(make_message(args.send, b"probe from check_cluster.py"), queue=queue)
+                while True:
+                    result = producer.send(make_message(args.send, b"probe from check_cluster.py"), queue=queue)
+                    if result.status.name == "SEND_OK" or time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.2)
                 print(f"send to {queue.broker_name} queue {queue.queue_id}: {result.status.name} "
                       f"(offset {result.queue_offset})")
                 ok = ok and result.status.name == "SEND_OK"

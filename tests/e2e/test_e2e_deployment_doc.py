@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "deployment"
 DOC = REPO / "docs" / "deployment.md"
 NAMESERVERS = ("namesrv-a", "namesrv-b")
-BROKERS = {  # file stem → (brokerName, brokerId, role)
+BROKERS = {  # file stem → (brokerName, brokerId, role), in the document's start order
     "broker-a-master": ("broker-a", 0, BrokerRole.SYNC_MASTER),
-    "broker-a-slave": ("broker-a", 1, BrokerRole.SLAVE),
     "broker-b-master": ("broker-b", 0, BrokerRole.ASYNC_MASTER),
+    "broker-a-slave": ("broker-a", 1, BrokerRole.SLAVE),
     "broker-b-slave": ("broker-b", 1, BrokerRole.SLAVE),
 }
 CHECK_TIMEOUT_S = 60
@@ -77,7 +77,7 @@ def test_the_documented_cluster_starts_from_the_example_files(tmp_path: Path) ->
         for stem in NAMESERVERS:
             conf = _rewrite(stem, tmp_path, ports, namesrv_addr)
             cluster.start_command(stem, ["nameserver", "-c", str(conf)], ready_port=ports[stem])
-        for stem in BROKERS:          # as the document does: all brokers at once, in any order
+        for stem in BROKERS:          # as the document does: masters first, then their slaves
             conf = _rewrite(stem, tmp_path, ports, namesrv_addr)
             cluster.start_command(stem, ["broker", "-c", str(conf)], ready_line="boot success")
         for stem, (_, broker_id, role) in BROKERS.items():
@@ -86,7 +86,7 @@ def test_the_documented_cluster_starts_from_the_example_files(tmp_path: Path) ->
             assert f"brokerRole={role.value}" in body.decode() and f"brokerId={broker_id}" in body.decode()
         check = subprocess.run(
             [sys.executable, str(EXAMPLES / "check_cluster.py"), "-n", namesrv_addr, "--expect", "broker-a:0,1",
-             "--expect", "broker-b:0,1", "--send", "DeploymentCheck"],
+             "--expect", "broker-b:0,1", "--send", "DeploymentCheck", "--wait", "20"],
             capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(REPO)})
         assert check.returncode == 0, check.stdout + check.stderr
         for ns in namesrv_addr.split(";"):
