@@ -16,6 +16,7 @@ the brokers a ``BrokerClock(mock_clock)`` to make minutes of broker time pass in
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -87,7 +88,23 @@ class Cluster:
         return [s for s in self.slaves if s.config.broker_name == master.config.broker_name]
 
     async def start_broker(self, config: BrokerConfig) -> Broker:
-        """Start a broker from ``config`` in the cluster (it stops when the cluster does)."""
+        """Start a broker from ``config`` in the cluster (it stops when the cluster does).
+
+        A restart asks for the broker's old ports; on a shared machine another process may have taken one
+        meanwhile. Then the broker starts on free ports instead and every other broker registers again at
+        once, so slaves learn the new master address now rather than at their next registration period."""
+        try:
+            return await self._start_broker(config)
+        except BaseException as exc:
+            if config.listen_port == 0 or not _address_in_use(exc):
+                raise
+        broker = await self._start_broker(dataclasses.replace(config, listen_port=0))
+        for other in self.brokers + self.slaves:
+            if other is not broker:
+                other.registrar.request_register()
+        return broker
+
+    async def _start_broker(self, config: BrokerConfig) -> Broker:
         assert self._nursery is not None, "the cluster is not running"
         broker = Broker(config, clock=self.clock)
         scope = trio.CancelScope()
@@ -121,6 +138,13 @@ class Cluster:
                 if b is broker:
                     group[i] = new
         return new
+
+
+def _address_in_use(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception in a group of them) is EADDRINUSE."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_address_in_use(e) for e in exc.exceptions)
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
 
 
 @asynccontextmanager

@@ -148,6 +148,9 @@ class SlaveConnection:
                 continue
             with trio.move_on_after(heartbeat_s - idle_s):
                 await wakeup.wait()
+            # Let the sends that are ready run before reading: their appends then go out in this one write
+            # (and come back in one acknowledgement) instead of a write and an ack each.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 class HAServer:

@@ -173,12 +173,16 @@ def test_slave_restart_and_master_restart_catch_up_without_help(tmp_path) -> Non
 
 def test_sync_master_answers_only_once_the_slave_has_the_bytes(tmp_path) -> None:
     async def main() -> None:
-        async with wire(tmp_path, slaves=1, broker_properties={"brokerRole": "SYNC_MASTER"}) as w:
+        # with SYNC_FLUSH as well: both waits apply
+        async with wire(tmp_path, slaves=1, broker_properties={"brokerRole": "SYNC_MASTER",
+                                                               "flushDiskType": "SYNC_FLUSH"},
+                        slave_properties={"flushDiskType": "ASYNC_FLUSH"}) as w:
             master, slave = w.cluster.broker, w.cluster.slaves[0]
             await w.create_topic("SyncT", 4)
             await wait_until(lambda: bool(master.ha.slaves) and master.ha.slaves[0].acked_offset >= 0,
                              what="the slave to connect")
-            seen: list[tuple[str, int]] = []
+            assert master.sync_flush and not slave.sync_flush
+            seen: list[tuple[str, int, int]] = []
 
             async def one(i: int) -> None:
                 if i % 3 == 0:
@@ -190,15 +194,15 @@ def test_sync_master_answers_only_once_the_slave_has_the_bytes(tmp_path) -> None
                 assert resp.code == ResponseCode.SUCCESS, (resp.code, resp.remark)
                 # at the moment the answer arrives the slave's log already holds the message's bytes
                 last_id = h.SendMessageResponseHeader.decode(resp.ext_fields).msg_id.split(",")[-1]
-                seen.append((last_id, slave.store.max_phy_offset))
+                seen.append((last_id, slave.store.max_phy_offset, master.store.flushed_offset))
 
             async with trio.open_nursery() as nursery:
                 for i in range(60):
                     nursery.start_soon(one, i)
-            for msg_id, slave_max in seen:
+            for msg_id, slave_max, flushed in seen:
                 phy = decode_offset_msg_id(msg_id)[2]
                 size = len(master.store.read_record(phy))
-                assert slave_max >= phy + size
+                assert slave_max >= phy + size and flushed >= phy + size
             assert master.ha.waiters.waiting == 0
 
             # WAIT=false does not wait for the slave (nor would it be refused without one)
