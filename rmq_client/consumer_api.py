@@ -8,8 +8,10 @@
   messages whose tag is not subscribed (the broker matched hash codes only) and stamps ``MIN_OFFSET`` /
   ``MAX_OFFSET`` as ``processPullResult`` does; ``PullAPI.batch`` is the columnar fast path (no stamping, no
   per-message objects).
-* Offsets: QUERY_CONSUMER_OFFSET (14; 22 → ``OffsetNotFoundError``), UPDATE_CONSUMER_OFFSET (15),
-  GET_MAX_OFFSET (30), GET_MIN_OFFSET (31), SEARCH_OFFSET_BY_TIMESTAMP (29), GET_EARLIEST_MSG_STORETIME (32).
+* Offsets: QUERY_CONSUMER_OFFSET (14; 22 → ``OffsetNotFoundError``) and UPDATE_CONSUMER_OFFSET (15) to the
+  master, or to a slave of the group while the route has no master (Java ``RemoteBrokerOffsetStore``);
+  GET_MAX_OFFSET (30), GET_MIN_OFFSET (31), SEARCH_OFFSET_BY_TIMESTAMP (29), GET_EARLIEST_MSG_STORETIME (32) to
+  the master only, as Java's ``MQAdminImpl``.
 * Groups: GET_CONSUMER_LIST_BY_GROUP (38) from one broker of the topic, LOCK_BATCH_MQ (41) /
   UNLOCK_BATCH_MQ (42), CONSUMER_SEND_MSG_BACK (36), CHECK_CLIENT_CONFIG (46).
 
@@ -122,14 +124,17 @@ async def find_broker_in_subscribe(instance: ClientInstance, broker_name: str, b
                                    only_this_broker: bool = False, topic: str | None = None) -> tuple[str, bool]:
     """(address, is_slave) of ``broker_name`` (Java ``findBrokerAddressInSubscribe``).
 
-    The asked-for broker id if known, else (unless ``only_this_broker``) any address of the group. A group the
-    routes do not know makes one route refresh of ``topic`` first; then ``ClientError``.
+    The asked-for broker id if known; for a slave id that is not, the next id (Java tries ``brokerId + 1``);
+    else (unless ``only_this_broker``) the group's lowest id — the slave when the master has left the route.
+    A group the routes do not know makes one route refresh of ``topic`` first; then ``ClientError``.
     """
     for attempt in range(2):
         addrs = instance.broker_addrs(broker_name)
         addr = addrs.get(broker_id)
         if addr is not None:
             return addr, broker_id != MASTER_ID
+        if broker_id != MASTER_ID and addrs.get(broker_id + 1) is not None:
+            return addrs[broker_id + 1], True
         if addrs and not only_this_broker:
             bid, addr = next(iter(sorted(addrs.items())))
             return addr, bid != MASTER_ID
@@ -140,6 +145,18 @@ async def find_broker_in_subscribe(instance: ClientInstance, broker_name: str, b
 
 async def _master(instance: ClientInstance, mq: MessageQueue) -> str:
     return (await find_broker_in_subscribe(instance, mq.broker_name, MASTER_ID, True, mq.topic))[0]
+
+
+async def _offset_broker(instance: ClientInstance, mq: MessageQueue) -> str:
+    """Where consumer offsets of ``mq`` are committed and queried (Java ``RemoteBrokerOffsetStore``): the
+    master; when the routes have none, after one route refresh, any broker of the group — a slave keeps the
+    offsets while its master is down, and the consumer's next periodic commit gives them back to the master
+    once it is in the route again."""
+    addr = instance.broker_addrs(mq.broker_name).get(MASTER_ID)
+    if addr is not None:
+        return addr
+    await instance.update_route(mq.topic)
+    return (await find_broker_in_subscribe(instance, mq.broker_name, MASTER_ID, False))[0]
 
 
 def _check(resp: Any, addr: str) -> None:
@@ -216,7 +233,7 @@ class PullAPI:
 
 async def query_consumer_offset(instance: ClientInstance, group: str, mq: MessageQueue) -> int:
     """The group's committed offset on ``mq``; ``OffsetNotFoundError`` when there is none (code 22)."""
-    addr = await _master(instance, mq)
+    addr = await _offset_broker(instance, mq)
     header = h.QueryConsumerOffsetRequestHeader(consumer_group=group, topic=mq.topic, queue_id=mq.queue_id)
     resp = await instance.invoke(addr, instance.request(RequestCode.QUERY_CONSUMER_OFFSET, header.to_ext()))
     if resp.code == ResponseCode.QUERY_NOT_FOUND:
@@ -227,7 +244,7 @@ async def query_consumer_offset(instance: ClientInstance, group: str, mq: Messag
 
 async def update_consumer_offset(instance: ClientInstance, group: str, mq: MessageQueue, offset: int, *,
                                  oneway: bool = False) -> None:
-    addr = await _master(instance, mq)
+    addr = await _offset_broker(instance, mq)
     header = h.UpdateConsumerOffsetRequestHeader(consumer_group=group, topic=mq.topic, queue_id=mq.queue_id,
                                                  commit_offset=offset)
     cmd = instance.request(RequestCode.UPDATE_CONSUMER_OFFSET, header.to_ext())

@@ -169,7 +169,8 @@ class PullMessageProcessor:
                 max_phy_offset = broker.store.max_phy_offset
                 window_bytes = config.memory_window_bytes
                 result = self._disk_limited(result, max_phy_offset, window_bytes)
-                # Java: the distance from the commitlog's end to the last unit looked at
+                # Java measures to the last unit it looked at; the last record returned is at most one
+                # record before it (docs/compatibility.md)
                 slowly = max_phy_offset - int(result.phy_offsets[-1]) > window_bytes
             code, body = self._code_and_body(result, header)
             next_begin_offset = result.next_begin_offset
