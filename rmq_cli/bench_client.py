@@ -83,6 +83,11 @@ def register(benchmarks: SubParsers) -> None:
             amount.add_argument("--count", type=_positive_int, default=None, help="messages to produce instead")
             parser.add_argument("--warmup", type=_non_negative_float, default=DEFAULT_WARMUP_SECONDS,
                                 help=f"untimed produce seconds first (default {DEFAULT_WARMUP_SECONDS:g})")
+        if name == "produce":
+            parser.add_argument("--ha", choices=("none", "async", "sync", "both"), default="none",
+                                help="instead of one broker, a master + slave group per role as separate processes: "
+                                     "ASYNC_MASTER, SYNC_MASTER, or both with the SYNC/ASYNC throughput ratio "
+                                     "(rmq_cli/bench_ha.py; default none)")
         if name == "consume":
             parser.add_argument("--count", type=_positive_int, default=DEFAULT_FILL,
                                 help=f"messages stored (untimed) and then consumed (default {DEFAULT_FILL:,})")
@@ -288,6 +293,13 @@ def run(args: argparse.Namespace) -> int:
     from rmq_cli.client_runners import E2EPlan, ProducePlan, RmqSide
 
     console = _make_console()
+    if getattr(args, "ha", "none") != "none":
+        from rmq_cli.bench_ha import run_ha
+
+        if args.namesrv_addr:
+            console.print("[bold red]--ha starts its own master + slave groups; leave out -n[/bold red]")
+            return 2
+        return run_ha(args, console)
     ops: Sequence[str] = args.bench_ops
     sizes: Sequence[int] = args.sizes
     started = datetime.now(timezone.utc)

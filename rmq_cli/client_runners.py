@@ -222,6 +222,9 @@ async def produce(namesrv: str, topic: str, plan: ProducePlan, meter: Meter) -> 
                         retry_times_when_send_failed=0) as producer:
         await producer.publish_queues(topic)
         state = {"stop": 0.0, "remaining": 0, "timed": False}
+        #: Timed batches stored without the durability asked for (FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT,
+        #: SLAVE_NOT_AVAILABLE), by status name: an HA run must show that its SYNC_MASTER really had its slave.
+        not_ok: dict[str, int] = {}
 
         async def worker() -> None:
             perf = time.perf_counter_ns
@@ -236,9 +239,11 @@ async def produce(namesrv: str, topic: str, plan: ProducePlan, meter: Meter) -> 
                     return
                 msgs = [Message(topic, body) for _ in range(n)]
                 t0 = perf()
-                await producer.send_batch(msgs)
+                result = await producer.send_batch(msgs)
                 if state["timed"]:
                     meter.add(n, n * size, perf() - t0)
+                    if result.status.name != "SEND_OK":
+                        not_ok[result.status.name] = not_ok.get(result.status.name, 0) + 1
 
         async def run(count: int | None, duration: float | None) -> None:
             state["remaining"] = count
@@ -254,7 +259,7 @@ async def produce(namesrv: str, topic: str, plan: ProducePlan, meter: Meter) -> 
         await run(plan.count, plan.duration)
         meter.finish()
         stats = producer.stats
-        return {"batches": stats.batches, "failed": stats.failed}
+        return {"batches": stats.batches, "failed": stats.failed, "not_ok_batches": not_ok}
 
 
 # -- consume -----------------------------------------------------------------------------------------------

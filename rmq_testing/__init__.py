@@ -6,9 +6,12 @@
         cluster.namesrv_addr                                # "127.0.0.1:PORT" for clients
 
 ``embedded_cluster`` runs everything inside the current trio run (real sockets, real store files);
-``ProcessCluster`` starts ``rmq nameserver`` and ``rmq broker`` as child processes.
+``ProcessCluster`` starts ``rmq nameserver`` and ``rmq broker`` as child processes; ``FaultProxy`` (trio) and
+``ThreadedFaultProxy`` (plain code) sit between two of them and throttle, delay, stall or cut the link.
 """
 from rmq_testing.cluster import Cluster, embedded_cluster, test_broker_config
 from rmq_testing.processes import ProcessCluster
+from rmq_testing.proxy import Direction, FaultProxy, ThreadedFaultProxy
 
-__all__ = ["Cluster", "embedded_cluster", "test_broker_config", "ProcessCluster"]
+__all__ = ["Cluster", "embedded_cluster", "test_broker_config", "ProcessCluster", "Direction", "FaultProxy",
+           "ThreadedFaultProxy"]
