@@ -592,15 +592,17 @@ class Connection:
     def _write_or_queue(self, parts: list) -> None:
         """Write one whole frame now if the connection is quiet, else queue it for the writer task.
 
-        Quiet means nothing queued, the writer idle and at most this exchange in flight: then the frame
-        goes straight to the kernel with one non-blocking ``sendmsg`` (gathered, so a large body is not
-        copied), with no task switch. Under load frames are queued so the writer can join many into one
-        send. Whatever the kernel does not take is queued, so frames never interleave.
+        Quiet means nothing queued, the writer idle and no caller woken by the reader still to run: then
+        the frame goes straight to the kernel with one non-blocking ``sendmsg`` (gathered, so a large body is
+        not copied), with no task switch and no wait for the next scheduler pass. How many requests are in
+        flight does not matter: a caller sending while others wait for answers (a paced producer, a consumer
+        holding pulls) gains nothing by waiting for the writer. Callers the reader has just woken do queue,
+        so the requests they send in reply to one read leave together when the reader flushes. Whatever the
+        kernel does not take is queued, so frames never interleave.
         """
         if self._closed:
             raise RemotingConnectError(f"connection to {self.remote_addr} is closed ({self.close_reason})")
-        if (not self._outbox and not self._writing and self._direct is not None
-                and self._inflight + len(self._pending) <= 2):
+        if not self._outbox and not self._writing and self._direct is not None and not self._woken:
             try:
                 sent = self._direct.sendmsg(parts)
             except (BlockingIOError, InterruptedError):
