@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import trio
 
+from rmq_remoting.connection import let_woken_tasks_reply_first
+
 __all__ = ["PullHoldService", "DEFAULT_MAX_HELD_PULLS"]
 
 DEFAULT_MAX_HELD_PULLS = 100_000
@@ -61,6 +63,10 @@ class PullHoldService:
                 w.event.set()
             else:
                 keep.append(w)
+        if len(keep) < len(waiters):
+            # The put that notified us is being handled inline by a connection's reader: let the woken pulls
+            # answer before that reader writes the send's acknowledgement (end-to-end latency, docs/client.md).
+            let_woken_tasks_reply_first()
         if keep:
             self._waiters[(topic, queue_id)] = keep
         else:
