@@ -29,6 +29,7 @@ __all__ = [
     "create_offset_msg_id",
     "decode_offset_msg_id",
     "UniqueIdGenerator",
+    "create_unique_ids",
     "create_unique_id",
 ]
 
@@ -84,11 +85,18 @@ def create_offset_msg_id(host: str, port: int, phy_offset: int) -> str:
     hex (``UtilAll.bytes2string``) -- 32 characters for IPv4, 56 for IPv6.  Raises ValueError for a port outside
     0..65535 or an offset outside 0..2**63-1, since such an id could never be resolved.
     """
-    if not 0 <= port <= 0xFFFF:
-        raise ValueError(f"port must be in 0..65535, got {port}")
     if not 0 <= phy_offset <= _INT64_MAX:
         raise ValueError(f"commitlog offset must be in 0..2**63-1, got {phy_offset}")
-    return (host_to_bytes(host) + _PORT_OFFSET.pack(port, phy_offset)).hex().upper()
+    return f"{_offset_msg_id_prefix(host, port)}{phy_offset:016X}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _offset_msg_id_prefix(host: str, port: int) -> str:
+    """The hex of an offset id's address and port: the same for every record a broker stores, so formatted once
+    (a batch reply carries one id per message)."""
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+    return (host_to_bytes(host) + port.to_bytes(4, "big")).hex().upper()
 
 
 def decode_offset_msg_id(msg_id: str) -> tuple[str, int, int]:
@@ -195,22 +203,37 @@ class UniqueIdGenerator:
         tag = random.getrandbits(32) if process_tag is None else process_tag
         if not -(1 << 31) <= tag <= 0xFFFFFFFF:
             raise ValueError(f"process_tag must fit in 32 bits, got {tag}")
-        self._prefix: bytes = ip_bytes + struct.pack(">HI", pid_value & 0xFFFF, tag & 0xFFFFFFFF)
+        self._prefix: str = (ip_bytes + struct.pack(">HI", pid_value & 0xFFFF, tag & 0xFFFFFFFF)).hex().upper()
         self._lock = threading.Lock()
         self._counter = 0
         self._month_start, self._month_end = _month_window(self._clock())
 
+    def _elapsed_ms(self) -> int:
+        """The month-relative time field (call with the lock held)."""
+        now = self._clock()
+        if not self._month_start <= now < self._month_end:
+            self._month_start, self._month_end = _month_window(now)
+        return (now - self._month_start) & 0xFFFFFFFF
+
     def next_id(self) -> str:
         """Return a new unique id (32 upper-case hex characters)."""
         with self._lock:
-            now = self._clock()
-            if not self._month_start <= now < self._month_end:
-                self._month_start, self._month_end = _month_window(now)
-            elapsed = (now - self._month_start) & 0xFFFFFFFF
+            elapsed = self._elapsed_ms()
             counter = self._counter
             self._counter = (counter + 1) & 0xFFFF
-        tail = struct.pack(">IH", elapsed, counter)
-        return (self._prefix + tail).hex().upper()
+        return f"{self._prefix}{elapsed:08X}{counter:04X}"
+
+    def next_ids(self, count: int) -> list[str]:
+        """``count`` new unique ids at once: consecutive counters, one clock reading and one lock for all (the ids
+        of a batch of messages)."""
+        if count <= 0:
+            return []
+        with self._lock:
+            elapsed = self._elapsed_ms()
+            first = self._counter
+            self._counter = (first + count) & 0xFFFF
+        head = f"{self._prefix}{elapsed:08X}"
+        return [f"{head}{(first + i) & 0xFFFF:04X}" for i in range(count)]
 
     __call__ = next_id
 
@@ -232,6 +255,16 @@ def create_unique_id() -> str:
                 _default_generator = UniqueIdGenerator()
             generator = _default_generator
     return generator.next_id()
+
+
+def create_unique_ids(count: int) -> list[str]:
+    """``count`` new unique ids from the process-wide generator (see ``UniqueIdGenerator.next_ids``)."""
+    generator = _default_generator
+    if generator is None:
+        create_unique_id()                      # creates it
+        generator = _default_generator
+        assert generator is not None
+    return generator.next_ids(count)
 
 
 def _forget_default_generator() -> None:

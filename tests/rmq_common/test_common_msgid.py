@@ -208,6 +208,16 @@ def test_unique_id_exact_hex() -> None:
     assert gen() == "0A010203" + "0007" + "00000001" + "00000102" + "0001"
 
 
+def test_unique_ids_of_a_batch_continue_the_counter_and_wrap_like_next_id() -> None:
+    start = local_ms(2024, 3, 1)
+    gen = UniqueIdGenerator("10.1.2.3", pid=7, process_tag=1, clock_ms=lambda: start + 0x0102)
+    gen._counter = 0xFFFE
+    head = "0A010203" + "0007" + "00000001" + "00000102"
+    assert gen.next_ids(3) == [head + "FFFE", head + "FFFF", head + "0000"]
+    assert gen.next_id() == head + "0001"
+    assert gen.next_ids(0) == [] and gen.next_id() == head + "0002"
+
+
 def test_unique_id_negative_process_tag_is_twos_complement() -> None:
     gen = UniqueIdGenerator("10.1.2.3", pid=1, process_tag=-1, clock_ms=lambda: local_ms(2024, 3, 1))
     assert split_unique_id(gen.next_id())[2] == 0xFFFFFFFF
