@@ -68,7 +68,7 @@ from rmq_common import sysflag
 from rmq_common._record import encode_batch_body
 from rmq_common.message import Message, MessageExt
 from rmq_common.msgid import create_unique_id, create_unique_ids, decode_offset_msg_id
-from rmq_common.properties import PropertyKey, encode_properties
+from rmq_common.properties import NAME_VALUE_SEPARATOR, PropertyKey, encode_properties
 from rmq_common.topic import (DEFAULT_PRODUCER_GROUP, InvalidTopicError, is_not_allowed_send_topic, is_retry_topic,
                               validate_topic)
 from rmq_remoting import RequestCode, ResponseCode
@@ -88,6 +88,8 @@ _GROUP_MAX_LENGTH = 255
 _TIMER_KEYS = (PropertyKey.TIMER_DELIVER_MS, PropertyKey.TIMER_DELAY_MS, PropertyKey.TIMER_DELAY_SEC)
 #: Bound of one send_async callback run while the producer closes.
 CALLBACK_TIMEOUT_S = 10.0
+#: The encoded properties of a message whose only property is its unique key, before the key's hex.
+_UNIQ_KEY_PREFIX = f"{PropertyKey.UNIQ_KEY}{NAME_VALUE_SEPARATOR}".encode()
 _BATCH_ITEM_OVERHEAD = 22          # TOTALSIZE, MAGIC, BODYCRC, FLAG, body length (4 each) + property length (2)
 
 
@@ -573,6 +575,8 @@ class Producer:
             raise ClientError("Retry Group is not supported for batching")
         wait = first.wait_store_msg_ok
         without_key: list[dict[str, str]] = []
+        # Per message: are its properties only the unique key assigned below (encoded without the general path)?
+        key_only: list[bool] = []
         for msg in msgs:
             if not checked:
                 if not isinstance(msg, Message):
@@ -581,6 +585,13 @@ class Producer:
             if msg.topic != topic:
                 raise ClientError("The topic of the messages in one batch should be the same")
             props = msg.properties
+            if not props:
+                # The common case (fresh messages): nothing to check, WAIT absent means true.
+                if not wait:
+                    raise ClientError("The waitStoreMsgOK of the messages in one batch should the same")
+                without_key.append(props)
+                key_only.append(True)
+                continue
             if props.get(PropertyKey.DELAY, "0").strip("0"):
                 raise ClientError("TimeDelayLevel is not supported for batching")
             if any(k in props for k in _TIMER_KEYS):
@@ -591,12 +602,17 @@ class Producer:
                 raise ClientError("The waitStoreMsgOK of the messages in one batch should the same")
             if not props.get(PropertyKey.UNIQ_KEY):
                 without_key.append(props)
+            key_only.append(False)
         # The unique keys of a batch come from one generator call (one lock, one clock reading).
         for props, key in zip(without_key, create_unique_ids(len(without_key))):
             props[PropertyKey.UNIQ_KEY] = key
         try:
-            body = encode_batch_body([m.body for m in msgs], [encode_properties(m.properties) for m in msgs],
-                                     [m.flag for m in msgs])
+            props_bytes = [_UNIQ_KEY_PREFIX + m.properties[PropertyKey.UNIQ_KEY].encode() if only
+                           else encode_properties(m.properties) for m, only in zip(msgs, key_only)]
+        except (TypeError, ValueError) as exc:
+            raise ClientError(f"the batch cannot be encoded: {exc}") from None
+        try:
+            body = encode_batch_body([m.body for m in msgs], props_bytes, [m.flag for m in msgs])
         except (TypeError, ValueError) as exc:
             raise ClientError(f"the batch cannot be encoded: {exc}") from None
         if len(body) > self.config.max_message_size:

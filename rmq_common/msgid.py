@@ -17,7 +17,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "host_to_bytes",
     "bytes_to_host",
     "create_offset_msg_id",
+    "join_offset_msg_ids",
     "decode_offset_msg_id",
     "UniqueIdGenerator",
     "create_unique_ids",
@@ -88,6 +89,19 @@ def create_offset_msg_id(host: str, port: int, phy_offset: int) -> str:
     if not 0 <= phy_offset <= _INT64_MAX:
         raise ValueError(f"commitlog offset must be in 0..2**63-1, got {phy_offset}")
     return f"{_offset_msg_id_prefix(host, port)}{phy_offset:016X}"
+
+
+def join_offset_msg_ids(host: str, port: int, phy_offsets: Iterable[int]) -> str:
+    """The comma-joined offset ids of records stored by ``host:port`` (a batch send's reply ``msgId``), as
+    ``",".join(create_offset_msg_id(host, port, p) for p in phy_offsets)`` but with the address formatted once."""
+    # A numpy array (the store's answer) converts to Python ints in one call.
+    tolist = getattr(phy_offsets, "tolist", None)
+    offsets = tolist() if tolist is not None else [int(p) for p in phy_offsets]
+    if offsets and not 0 <= min(offsets) <= max(offsets) <= _INT64_MAX:
+        bad = next(p for p in offsets if not 0 <= p <= _INT64_MAX)
+        raise ValueError(f"commitlog offset must be in 0..2**63-1, got {bad}")
+    prefix = _offset_msg_id_prefix(host, port)
+    return ",".join([f"{prefix}{p:016X}" for p in offsets])
 
 
 @functools.lru_cache(maxsize=1024)
