@@ -140,7 +140,8 @@ def _resume(coro: Any, trap: Any) -> Any:
 
 
 # Set by ``let_woken_tasks_reply_first``; the reader that next finishes a batch clears it. One flag per process
-# is enough: it only makes that reader yield once before flushing, whichever connection it serves.
+# is enough: it only makes that reader yield once before flushing, whichever connection it serves. (With trio
+# loops in several threads a reader of another loop may clear it first: the reply order is then as without it.)
 _yield_before_flush = False
 
 
