@@ -577,11 +577,13 @@ class Producer:
         without_key: list[dict[str, str]] = []
         # Per message: are its properties only the unique key assigned below (encoded without the general path)?
         key_only: list[bool] = []
+        max_size = self.config.max_message_size
         for msg in msgs:
             if not checked:
                 if not isinstance(msg, Message):
                     raise TypeError(f"expected an rmq_common Message, got {type(msg).__name__}")
-                self._check_body(msg)
+                if not 0 < len(msg.body) <= max_size:       # _check_body, inline: it runs per message
+                    self._check_body(msg)
             if msg.topic != topic:
                 raise ClientError("The topic of the messages in one batch should be the same")
             props = msg.properties

@@ -46,6 +46,8 @@ UNIQUE_ID_LENGTH: Final = 32
 _PORT_OFFSET: Final = struct.Struct(">iq")
 _INT64_MAX: Final = (1 << 63) - 1
 _PHY_OFFSET_BYTES: Final = 8
+#: From this many ids on, ``next_ids`` builds them as one byte matrix (below, formatting each is cheaper).
+_VECTOR_IDS_FROM: Final = 16
 #: Strict hex: ``bytes.fromhex`` alone would also skip whitespace and yield a short buffer.
 _HEX: Final = re.compile(r"[0-9A-Fa-f]*")
 
@@ -259,8 +261,19 @@ class UniqueIdGenerator:
             elapsed = self._elapsed_ms()
             first = self._counter
             self._counter = (first + count) & 0xFFFF
-        head = f"{self._prefix}{elapsed:08X}"
-        return [f"{head}{(first + i) & 0xFFFF:04X}" for i in range(count)]
+        head = f"{self._prefix}{elapsed:08X}".encode("ascii")
+        if count < _VECTOR_IDS_FROM:
+            text = head.decode("ascii")
+            return [f"{text}{(first + i) & 0xFFFF:04X}" for i in range(count)]
+        # A byte matrix (a row per id: the shared head, then the counter's hex) sliced into strings: about half
+        # the cost of formatting each id on its own.
+        rows = np.empty((count, UNIQUE_ID_LENGTH), np.uint8)
+        rows[:, :len(head)] = np.frombuffer(head, np.uint8)
+        counters = ((np.arange(count, dtype=np.int64) + first) & 0xFFFF).astype(">u2")
+        rows[:, len(head):] = np.frombuffer(counters.tobytes().hex().upper().encode("ascii"),
+                                            np.uint8).reshape(count, 4)
+        text = rows.tobytes().decode("ascii")
+        return [text[i:i + UNIQUE_ID_LENGTH] for i in range(0, count * UNIQUE_ID_LENGTH, UNIQUE_ID_LENGTH)]
 
     __call__ = next_id
 

@@ -232,6 +232,11 @@ def test_unique_ids_of_a_batch_continue_the_counter_and_wrap_like_next_id() -> N
     assert gen.next_ids(3) == [head + "FFFE", head + "FFFF", head + "0000"]
     assert gen.next_id() == head + "0001"
     assert gen.next_ids(0) == [] and gen.next_id() == head + "0002"
+    # Large batches are built as a byte matrix: the same ids as one at a time, across the counter's wrap.
+    one_by_one = UniqueIdGenerator("10.1.2.3", pid=7, process_tag=1, clock_ms=lambda: start + 0x0102)
+    gen._counter = one_by_one._counter = 0xFF00
+    assert gen.next_ids(300) == [one_by_one.next_id() for _ in range(300)]
+    assert gen.next_id() == one_by_one.next_id() == head + "002C"
 
 
 def test_unique_id_negative_process_tag_is_twos_complement() -> None:
