@@ -59,7 +59,7 @@ SUSPEND_MS: Final = 5_000
 #: Queues of the e2e topic (per broker): one held pull waits for every message, as the issue's latency workload
 #: describes; more queues mean more held pulls on the connection and a slower path through the writer task.
 E2E_QUEUES: Final = 1
-#: Tasks of the e2e producer taking due messages from the metronome, each sending one at a time (``send``): a
+#: Tasks of the e2e producer taking due messages from the pacer, each sending one at a time (``send``): a
 #: message never waits for another's acknowledgement unless this many are unacknowledged.
 SENDERS: Final = 16
 #: The e2e body starts with (sequence number, CLOCK_MONOTONIC ns at send); warm-up messages have seq -1.
@@ -353,30 +353,14 @@ async def _paced_sends(producer: Any, topic: str, size: int, rate: float, count:
     (so a slow acknowledgement does not delay the next message: the rate holds while the round trip is below
     SENDERS / rate).
 
-    trio's timers have millisecond resolution (messages 200 µs apart would leave in 1 ms bursts), so a metronome
-    thread sleeps to each due time (``time.sleep``: ~60 µs precision) and wakes the trio loop, which stays free
-    to write the sends and read their acknowledgements meanwhile.
+    The due times come from ``Pacer`` (a kernel timer the trio loop waits on with its sockets: µs precision,
+    no helper thread); each due message goes to an idle sender through a memory channel.
     """
-    import threading
-
     from rmq_common.message import Message
 
-    token = trio.lowlevel.current_trio_token()
-    ticks_in, ticks = trio.open_memory_channel[int](math.inf)
-    start = time.monotonic() + 0.002
+    from rmq_cli.pacer import Pacer
 
-    def metronome() -> None:
-        try:
-            for i in range(count):
-                pace(start + i / rate)
-                token.run_sync_soon(ticks_in.send_nowait, i)
-        except trio.RunFinishedError:
-            return
-        finally:
-            try:
-                token.run_sync_soon(ticks_in.close)
-            except trio.RunFinishedError:
-                pass
+    ticks_in, ticks = trio.open_memory_channel[int](math.inf)
 
     async def sender() -> None:
         async for i in ticks:
@@ -385,14 +369,12 @@ async def _paced_sends(producer: Any, topic: str, size: int, rate: float, count:
             except Exception as exc:  # counted; the run fails at the end
                 failures.append(exc)
 
-    thread = threading.Thread(target=metronome, name="rmq-bench-metronome", daemon=True)
-    thread.start()
-    try:
-        async with ticks, trio.open_nursery() as nursery:
-            for _ in range(SENDERS):
-                nursery.start_soon(sender)
-    finally:
-        await trio.to_thread.run_sync(thread.join)
+    pacer = Pacer(rate, count, time.monotonic_ns() + 2_000_000)
+    async with trio.open_nursery() as nursery:
+        for _ in range(SENDERS):
+            nursery.start_soon(sender)
+        async with ticks_in:
+            await pacer.run(ticks_in.send_nowait)
 
 
 async def _e2e_producer(namesrv: str, topic: str, plan: E2EPlan) -> int:

@@ -67,8 +67,8 @@ from rmq_client.routing import FaultStrategy, MessageQueue, SelectorLike, TopicP
 from rmq_common import sysflag
 from rmq_common._record import encode_batch_body
 from rmq_common.message import Message, MessageExt
-from rmq_common.msgid import create_unique_id, decode_offset_msg_id
-from rmq_common.properties import PropertyKey, encode_properties
+from rmq_common.msgid import create_unique_id, create_unique_ids, decode_offset_msg_id
+from rmq_common.properties import NAME_VALUE_SEPARATOR, PropertyKey, encode_properties
 from rmq_common.topic import (DEFAULT_PRODUCER_GROUP, InvalidTopicError, is_not_allowed_send_topic, is_retry_topic,
                               validate_topic)
 from rmq_remoting import RequestCode, ResponseCode
@@ -88,6 +88,8 @@ _GROUP_MAX_LENGTH = 255
 _TIMER_KEYS = (PropertyKey.TIMER_DELIVER_MS, PropertyKey.TIMER_DELAY_MS, PropertyKey.TIMER_DELAY_SEC)
 #: Bound of one send_async callback run while the producer closes.
 CALLBACK_TIMEOUT_S = 10.0
+#: The encoded properties of a message whose only property is its unique key, before the key's hex.
+_UNIQ_KEY_PREFIX = f"{PropertyKey.UNIQ_KEY}{NAME_VALUE_SEPARATOR}".encode()
 _BATCH_ITEM_OVERHEAD = 22          # TOTALSIZE, MAGIC, BODYCRC, FLAG, body length (4 each) + property length (2)
 
 
@@ -509,12 +511,19 @@ class Producer:
         """Java's ``Validators.checkMessage``."""
         if not isinstance(msg, Message):
             raise TypeError(f"expected an rmq_common Message, got {type(msg).__name__}")
+        self._check_topic(msg.topic)
+        self._check_body(msg)
+
+    @staticmethod
+    def _check_topic(topic: str) -> None:
         try:
-            validate_topic(msg.topic)
+            validate_topic(topic)
         except InvalidTopicError as exc:
             raise ClientError(f"the topic is not legal: {exc}") from None
-        if is_not_allowed_send_topic(msg.topic):
-            raise ClientError(f"Sending message to topic[{msg.topic}] is forbidden.")
+        if is_not_allowed_send_topic(topic):
+            raise ClientError(f"Sending message to topic[{topic}] is forbidden.")
+
+    def _check_body(self, msg: Message) -> None:
         if not msg.body:
             raise ClientError("the message body length is zero")
         if len(msg.body) > self.config.max_message_size:
@@ -558,26 +567,54 @@ class Producer:
         if not msgs:
             raise ClientError("the batch is empty")
         first = msgs[0]
+        if not checked:
+            self._check_message(first)
+        topic = first.topic
+        # One topic for the whole batch (checked per message below), so its checks run once.
+        if is_retry_topic(topic):
+            raise ClientError("Retry Group is not supported for batching")
         wait = first.wait_store_msg_ok
+        without_key: list[dict[str, str]] = []
+        # Per message: are its properties only the unique key assigned below (encoded without the general path)?
+        key_only: list[bool] = []
+        max_size = self.config.max_message_size
         for msg in msgs:
             if not checked:
-                self._check_message(msg)
-            if msg.topic != first.topic:
+                if not isinstance(msg, Message):
+                    raise TypeError(f"expected an rmq_common Message, got {type(msg).__name__}")
+                if not 0 < len(msg.body) <= max_size:       # _check_body, inline: it runs per message
+                    self._check_body(msg)
+            if msg.topic != topic:
                 raise ClientError("The topic of the messages in one batch should be the same")
-            if msg.properties.get(PropertyKey.DELAY, "0").strip("0"):
+            props = msg.properties
+            if not props:
+                # The common case (fresh messages): nothing to check, WAIT absent means true.
+                if not wait:
+                    raise ClientError("The waitStoreMsgOK of the messages in one batch should the same")
+                without_key.append(props)
+                key_only.append(True)
+                continue
+            if props.get(PropertyKey.DELAY, "0").strip("0"):
                 raise ClientError("TimeDelayLevel is not supported for batching")
-            if any(k in msg.properties for k in _TIMER_KEYS):
+            if any(k in props for k in _TIMER_KEYS):
                 raise ClientError("timer properties are not supported for batching")
-            if msg.properties.get(PropertyKey.TRAN_MSG) == "true":
+            if props.get(PropertyKey.TRAN_MSG) == "true":
                 raise ClientError("transactional messages cannot be batched")
-            if is_retry_topic(msg.topic):
-                raise ClientError("Retry Group is not supported for batching")
             if msg.wait_store_msg_ok != wait:
                 raise ClientError("The waitStoreMsgOK of the messages in one batch should the same")
-            self._set_unique_key(msg)
+            if not props.get(PropertyKey.UNIQ_KEY):
+                without_key.append(props)
+            key_only.append(False)
+        # The unique keys of a batch come from one generator call (one lock, one clock reading).
+        for props, key in zip(without_key, create_unique_ids(len(without_key))):
+            props[PropertyKey.UNIQ_KEY] = key
         try:
-            body = encode_batch_body([m.body for m in msgs], [encode_properties(m.properties) for m in msgs],
-                                     [m.flag for m in msgs])
+            props_bytes = [_UNIQ_KEY_PREFIX + m.properties[PropertyKey.UNIQ_KEY].encode() if only
+                           else encode_properties(m.properties) for m, only in zip(msgs, key_only)]
+        except (TypeError, ValueError) as exc:
+            raise ClientError(f"the batch cannot be encoded: {exc}") from None
+        try:
+            body = encode_batch_body([m.body for m in msgs], props_bytes, [m.flag for m in msgs])
         except (TypeError, ValueError) as exc:
             raise ClientError(f"the batch cannot be encoded: {exc}") from None
         if len(body) > self.config.max_message_size:

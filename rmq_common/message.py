@@ -52,6 +52,8 @@ class Message:
 
     def __post_init__(self) -> None:
         """Normalise bytes-like bodies and reject ``str`` bodies, a common mistake that would otherwise fail late."""
+        if self.body.__class__ is bytes:        # the common case first: one check per message built
+            return
         if isinstance(self.body, (bytearray, memoryview)):
             self.body = bytes(self.body)
         elif not isinstance(self.body, bytes):

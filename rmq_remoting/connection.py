@@ -43,7 +43,7 @@ from rmq_remoting.codes import ResponseCode
 from rmq_remoting.command import RPC_ONEWAY, RPC_RESPONSE, RemotingCommand, next_opaque
 from rmq_remoting.errors import FrameError, RemotingCommandError, RemotingConnectError, RemotingTimeoutError
 
-__all__ = ["Connection", "HandlerTable", "Handler", "CloseHook", "DEFAULT_MAX_INFLIGHT"]
+__all__ = ["Connection", "HandlerTable", "Handler", "CloseHook", "DEFAULT_MAX_INFLIGHT", "let_woken_tasks_reply_first"]
 
 log = logging.getLogger("rmq_remoting")
 
@@ -139,6 +139,23 @@ def _resume(coro: Any, trap: Any) -> Any:
                 return stop.value
 
 
+# Set by ``let_woken_tasks_reply_first``; the reader that next finishes a batch clears it. One flag per process
+# is enough: it only makes that reader yield once before flushing, whichever connection it serves. (With trio
+# loops in several threads a reader of another loop may clear it first: the reply order is then as without it.)
+_yield_before_flush = False
+
+
+def let_woken_tasks_reply_first() -> None:
+    """A handler running inline in a reader woke other tasks whose replies are more urgent than its own.
+
+    The reader lets them run (up to their first block) before it writes the replies of its batch. The broker's
+    long polling uses it: a send that wakes a held pull gets its acknowledgement written after the pull's
+    answer, so the message reaches the consumer one write (and one wake-up of the producer) sooner.
+    """
+    global _yield_before_flush
+    _yield_before_flush = True
+
+
 def _nbytes(buf: Any) -> int:
     return buf.nbytes if type(buf) is memoryview else len(buf)
 
@@ -173,6 +190,11 @@ def _skip(parts: list, n: int) -> list:
             return [rest, *parts[i + 1:]]
         n -= size
     return []
+
+
+def _clear_yield_before_flush() -> None:
+    global _yield_before_flush
+    _yield_before_flush = False
 
 
 def _describe(exc: BaseException) -> str:
@@ -416,6 +438,12 @@ class Connection:
                 frames = None
                 if handoff is not None:
                     break
+                if _yield_before_flush:
+                    _clear_yield_before_flush()
+                    # The woken tasks run in the next scheduler batch, and so does this task after one
+                    # checkpoint, in an order trio randomises: after two it surely comes after them.
+                    await _cancel_shielded_checkpoint()
+                    await _cancel_shielded_checkpoint()
                 self._flush()
                 if self._queued > WRITE_HIGH_WATER:
                     await self._wait_drained()
@@ -592,15 +620,17 @@ class Connection:
     def _write_or_queue(self, parts: list) -> None:
         """Write one whole frame now if the connection is quiet, else queue it for the writer task.
 
-        Quiet means nothing queued, the writer idle and at most this exchange in flight: then the frame
-        goes straight to the kernel with one non-blocking ``sendmsg`` (gathered, so a large body is not
-        copied), with no task switch. Under load frames are queued so the writer can join many into one
-        send. Whatever the kernel does not take is queued, so frames never interleave.
+        Quiet means nothing queued, the writer idle and no caller woken by the reader still to run: then
+        the frame goes straight to the kernel with one non-blocking ``sendmsg`` (gathered, so a large body is
+        not copied), with no task switch and no wait for the next scheduler pass. How many requests are in
+        flight does not matter: a caller sending while others wait for answers (a paced producer, a consumer
+        holding pulls) gains nothing by waiting for the writer. Callers the reader has just woken do queue,
+        so the requests they send in reply to one read leave together when the reader flushes. Whatever the
+        kernel does not take is queued, so frames never interleave.
         """
         if self._closed:
             raise RemotingConnectError(f"connection to {self.remote_addr} is closed ({self.close_reason})")
-        if (not self._outbox and not self._writing and self._direct is not None
-                and self._inflight + len(self._pending) <= 2):
+        if not self._outbox and not self._writing and self._direct is not None and not self._woken:
             try:
                 sent = self._direct.sendmsg(parts)
             except (BlockingIOError, InterruptedError):

@@ -30,7 +30,7 @@ import trio
 
 from rmq_common import sysflag
 from rmq_common._record import decode_batch_body
-from rmq_common.msgid import create_offset_msg_id
+from rmq_common.msgid import create_offset_msg_id, join_offset_msg_ids
 from rmq_common.properties import (MAX_PROPERTIES_LENGTH, PropertiesTooLongError, decode_properties,
                                    encode_properties)
 from rmq_common.topic import (RETRY_GROUP_TOPIC_PREFIX, InvalidTopicError, is_not_allowed_send_topic,
@@ -466,7 +466,7 @@ class SendMessageProcessor:
         if one_id:
             msg_id = create_offset_msg_id(host, port, result.first_phy_offset)
         else:
-            msg_id = ",".join(create_offset_msg_id(host, port, int(p)) for p in result.phy_offsets)
+            msg_id = join_offset_msg_ids(host, port, result.phy_offsets)
         header = SendMessageResponseHeader(msg_id=msg_id, queue_id=queue_id, queue_offset=result.first_queue_offset)
         ext = header.to_ext()
         ext["MSG_REGION"] = self.broker.config.region_id

@@ -131,6 +131,28 @@ def test_send_batch_stores_consecutive_records_with_their_own_ids(tmp_path):
     run(main)
 
 
+def test_a_batch_mixing_fresh_messages_and_messages_with_properties(tmp_path):
+    """Fresh messages (no properties) take the batch's short encoding; both kinds come back with their keys."""
+    async def main():
+        async with embedded_cluster(tmp_path) as cluster, RemotingClient() as rc, \
+                Producer(GROUP, cluster.namesrv_addr) as producer:
+            raw = Raw(cluster, rc)
+            msgs = [make_message("MixT", f"m{i}".encode(), tags="T", keys=["k"]) if i % 3 == 0
+                    else make_message("MixT", f"m{i}".encode()) for i in range(9)]
+            result = await producer.send_batch(msgs)
+            assert result.status is SendStatus.SEND_OK
+            assert len(set(result.msg_ids)) == 9 and result.msg_ids == [m.unique_key for m in msgs]
+            stored = await raw.pull_all("MixT", result.message_queue.queue_id)
+            assert [r.body for r in stored] == [m.body for m in msgs]
+            assert [r.unique_key for r in stored] == result.msg_ids
+            assert [r.tags for r in stored] == ["T" if i % 3 == 0 else None for i in range(9)]
+            fresh = [make_message("MixT", b"x") for _ in range(2)]
+            fresh[1].wait_store_msg_ok = False
+            with pytest.raises(ClientError, match="waitStoreMsgOK"):
+                await producer.send_batch(fresh[::-1])
+    run(main)
+
+
 @pytest.mark.parametrize("linger_ms", [0.0, 20.0])
 def test_automatic_batching_keeps_per_message_results(tmp_path, linger_ms):
     async def main():

@@ -23,6 +23,7 @@ from rmq_common.msgid import (
     create_unique_id,
     decode_offset_msg_id,
     host_to_bytes,
+    join_offset_msg_ids,
 )
 
 HEX_UPPER = set("0123456789ABCDEF")
@@ -206,6 +207,36 @@ def test_unique_id_exact_hex() -> None:
     gen = UniqueIdGenerator("10.1.2.3", pid=7, process_tag=1, clock_ms=lambda: start + 0x0102)
     assert gen.next_id() == "0A010203" + "0007" + "00000001" + "00000102" + "0000"
     assert gen() == "0A010203" + "0007" + "00000001" + "00000102" + "0001"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.20.30.40", "::1", "2001:db8::7"])
+def test_joined_offset_ids_equal_the_ids_one_by_one(host: str) -> None:
+    import numpy as np
+
+    for offsets in ([0], [1, 2, 0x7FFFFFFFFFFFFFFF], list(range(0, 256 * 170, 170))):
+        expected = ",".join(create_offset_msg_id(host, 10911, p) for p in offsets)
+        assert join_offset_msg_ids(host, 10911, offsets) == expected
+        assert join_offset_msg_ids(host, 10911, np.array(offsets, np.int64)) == expected
+    assert join_offset_msg_ids(host, 10911, []) == ""
+    with pytest.raises(ValueError, match="commitlog offset"):
+        join_offset_msg_ids(host, 10911, [5, -1])
+    with pytest.raises(ValueError, match="port"):
+        join_offset_msg_ids(host, 70000, [5])
+
+
+def test_unique_ids_of_a_batch_continue_the_counter_and_wrap_like_next_id() -> None:
+    start = local_ms(2024, 3, 1)
+    gen = UniqueIdGenerator("10.1.2.3", pid=7, process_tag=1, clock_ms=lambda: start + 0x0102)
+    gen._counter = 0xFFFE
+    head = "0A010203" + "0007" + "00000001" + "00000102"
+    assert gen.next_ids(3) == [head + "FFFE", head + "FFFF", head + "0000"]
+    assert gen.next_id() == head + "0001"
+    assert gen.next_ids(0) == [] and gen.next_id() == head + "0002"
+    # Large batches are built as a byte matrix: the same ids as one at a time, across the counter's wrap.
+    one_by_one = UniqueIdGenerator("10.1.2.3", pid=7, process_tag=1, clock_ms=lambda: start + 0x0102)
+    gen._counter = one_by_one._counter = 0xFF00
+    assert gen.next_ids(300) == [one_by_one.next_id() for _ in range(300)]
+    assert gen.next_id() == one_by_one.next_id() == head + "002C"
 
 
 def test_unique_id_negative_process_tag_is_twos_complement() -> None:

@@ -114,6 +114,42 @@ def test_replies_leave_in_completion_order(rt):
     rt.run(main)
 
 
+@pytest.mark.parametrize("urgent", [True, False])
+def test_tasks_woken_as_urgent_run_before_the_readers_replies_are_written(rt, urgent):
+    """A handler running inline wakes a task (as a send wakes a held pull); with ``let_woken_tasks_reply_first``
+    that task runs while the handler's reply is still queued, without it only after the reply was written."""
+    from rmq_remoting.connection import let_woken_tasks_reply_first
+
+    WAKER = 78
+
+    async def main():
+        woken = trio.Event()
+        reply_queued_when_woken: list[bool] = []
+
+        async def waker(conn, cmd):
+            woken.set()
+            if urgent:
+                let_woken_tasks_reply_first()
+            return cmd.create_response()
+
+        async with rt.server() as srv:
+            srv.register(WAKER, waker)
+
+            async def sleeper():
+                await woken.wait()
+                (conn,) = srv.connections
+                reply_queued_when_woken.append(conn.write_queue_bytes > 0)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sleeper)
+                stream = await rt.raw(srv.port)
+                await stream.send_all(RemotingCommand(WAKER, opaque=9).encode())
+                assert (await rt.read_frame(stream, bytearray())).opaque == 9
+            assert reply_queued_when_woken == [urgent]
+            await stream.aclose()
+    rt.run(main)
+
+
 def test_a_handler_that_calls_the_peer_back_before_answering(rt):
     """The first step of the handler runs in the reader; the call back blocks, so reading must move on."""
     async def main():
