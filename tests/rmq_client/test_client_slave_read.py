@@ -114,6 +114,42 @@ def test_master_down_consumer_reads_the_slave_and_the_master_takes_the_offsets_b
     run(main, 60)
 
 
+def test_a_consumer_started_while_the_master_is_down_resumes_from_the_committed_offset_on_the_slave(tmp_path) -> None:
+    """The group's offset reached the slave by the metadata sync; a new member, started after the master died,
+    queries it there and reads exactly what was not consumed yet."""
+    async def main() -> None:
+        async with brokers(tmp_path) as b:
+            master = await b.start("a", "broker-a")
+            slave = await b.start("a1", "broker-a", 1)
+            await b.create_topic("a", TOPIC, 1)
+            await slave.slave_sync.sync_all()
+            first, later = bodies("first", 20), bodies("later", 10)
+            master.store.put_batch(TOPIC, first, 0)
+            seen_first = Collector()
+            consumer = PushConsumer(GROUP, b.namesrv, **FAST)
+            consumer.subscribe(TOPIC, "*")
+            consumer.register_message_listener(seen_first.listener())
+            async with consumer:
+                await wait_seen(seen_first, first)
+            assert master.offsets.query(GROUP, TOPIC, 0) == 20          # committed on shutdown
+            await slave.slave_sync.sync_all()                           # the slave's copy of the offsets
+            assert slave.offsets.query(GROUP, TOPIC, 0) == 20
+
+            master.store.put_batch(TOPIC, later, 0)
+            await replicated(master, slave)
+            await b.stop("a")
+
+            seen_later = Collector()
+            consumer = PushConsumer(GROUP, b.namesrv, **FAST, **QUICK_ROUTES)
+            consumer.subscribe(TOPIC, "*")
+            consumer.register_message_listener(seen_later.listener())
+            async with consumer:
+                await wait_seen(seen_later, later)
+                await wait_until(lambda: slave.offsets.query(GROUP, TOPIC, 0) == 30, "offset 30 on the slave")
+            assert sorted(seen_bodies(seen_later)) == sorted(later), "nothing of the first 20 again"
+    run(main, 60)
+
+
 async def replicated(master, slave, timeout_s: float = 15.0) -> None:
     """Wait until the slave's commitlog holds every byte of the master's."""
     with trio.fail_after(timeout_s):
