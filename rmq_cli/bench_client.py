@@ -30,6 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
+from rmq_cli.bench_common import parse_peers, parse_sizes
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
@@ -114,14 +116,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--namesrv-addr", metavar="ADDRS", default=None,
                         help="nameserver(s) of a running cluster, 'host:port;host:port' (default: start an embedded "
                              "nameserver + broker in a child process)")
-    parser.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
+    parser.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
                         help="comma-separated message body sizes in bytes (default 128,1024)")
     parser.add_argument("--flush", choices=("ASYNC_FLUSH", "SYNC_FLUSH"), default="ASYNC_FLUSH",
                         help="flushDiskType of the embedded broker (default ASYNC_FLUSH); Redis gets appendfsync "
                              "everysec / always to match")
     parser.add_argument("--queues", type=_positive_int, default=DEFAULT_QUEUES,
                         help=f"queues of each benchmark topic per broker (default {DEFAULT_QUEUES})")
-    parser.add_argument("--peers", type=_peers, default=KNOWN_PEERS,
+    parser.add_argument("--peers", type=parse_peers(KNOWN_PEERS), default=KNOWN_PEERS,
                         help="comma-separated peers to run the same workloads against, or 'none' (default redis)")
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                         help="parent directory of the embedded broker's and Redis's temp dirs (default: system temp "
@@ -158,23 +160,6 @@ def _non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
     return value
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    sizes = tuple(_positive_int(part.strip()) for part in text.split(",") if part.strip())
-    if not sizes:
-        raise argparse.ArgumentTypeError("no sizes given")
-    return tuple(dict.fromkeys(sizes))
-
-
-def _peers(text: str) -> tuple[str, ...]:
-    names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    if names in ([], ["none"]):
-        return ()
-    unknown = [name for name in names if name not in KNOWN_PEERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_PEERS)}")
-    return tuple(dict.fromkeys(names))
 
 
 def load_peers() -> ModuleType | None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from rich.console import Console
 
+from rmq_cli.bench_common import parse_peers, parse_sizes, positive_int
 from rmq_cli.store_report import (
     Row,
     best_of,
@@ -80,19 +81,19 @@ def register(benchmarks: SubParsers) -> None:
         ),
     )
     parser.add_argument(
-        "--count", type=_positive_int, default=None,
+        "--count", type=positive_int, default=None,
         help=f"messages per size (default {DEFAULT_COUNT:,}; {QUICK_COUNT:,} with --quick)",
     )
     parser.add_argument(
-        "--sizes", type=_sizes, default=DEFAULT_SIZES,
+        "--sizes", type=parse_sizes, default=DEFAULT_SIZES,
         help="comma-separated payload sizes in bytes (default 128,1024)",
     )
     parser.add_argument(
-        "--lookups", type=_positive_int, default=DEFAULT_LOOKUPS,
+        "--lookups", type=positive_int, default=DEFAULT_LOOKUPS,
         help=f"random keys looked up per store (default {DEFAULT_LOOKUPS:,})",
     )
     parser.add_argument(
-        "--peers", type=_peers, default=tuple(PEERS),
+        "--peers", type=parse_peers(PEERS), default=tuple(PEERS),
         help=f"comma-separated peers to compare with, or 'none' (default {','.join(PEERS)})",
     )
     parser.add_argument(
@@ -104,7 +105,7 @@ def register(benchmarks: SubParsers) -> None:
         help="write the results here instead of bench/results/store-<UTC timestamp>.json and store-latest.json",
     )
     parser.add_argument(
-        "--repeat", type=_positive_int, default=1,
+        "--repeat", type=positive_int, default=1,
         help="run every store this many times and report the fastest run of each phase (default 1)",
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_COUNT:,} messages per size")
@@ -113,33 +114,6 @@ def register(benchmarks: SubParsers) -> None:
         help="skip writing and deleting a scratch file before each timed write (see warm_page_cache)",
     )
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    sizes = tuple(_positive_int(part.strip()) for part in text.split(",") if part.strip())
-    if not sizes:
-        raise argparse.ArgumentTypeError("no sizes given")
-    return tuple(dict.fromkeys(sizes))
-
-
-def _peers(text: str) -> tuple[str, ...]:
-    names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    if names in ([], ["none"]):
-        return ()
-    unknown = [name for name in names if name not in PEERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
-    return tuple(dict.fromkeys(names))
 
 
 class Progress:

@@ -38,7 +38,8 @@ import trio
 from rmq_client import consumer_api as api
 from rmq_client.config import ClientConfig
 from rmq_client.errors import BrokerError, ClientError
-from rmq_client.instance import ClientInstance, only_wraps
+from rmq_client.instance import ClientInstance
+from rmq_client.lifecycle import AsyncLifecycle
 from rmq_client.routing import MessageQueue, subscribe_queues
 from rmq_common._record import decode_records
 from rmq_common.message import MessageExt
@@ -98,7 +99,7 @@ def _mq_of(key: Any) -> MessageQueue:
     return api.queue_from_wire(key)
 
 
-class Admin:
+class Admin(AsyncLifecycle):
     """Administration of a cluster through its nameservers (see the module docstring)."""
 
     def __init__(self, namesrv_addr: str | None = None, *, config: ClientConfig | None = None,
@@ -117,35 +118,10 @@ class Admin:
             raise ClientError("the admin client is not started: use 'async with Admin(...)'")
         return self._instance
 
-    async def __aenter__(self) -> Admin:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        try:
-            return await stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            if not only_wraps(group, exc):
-                raise
-            return False
-
-    async def start(self) -> None:
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            if self._shared_instance is None:
-                self._instance = ClientInstance(self.config.with_unique_instance_name())
-                await stack.enter_async_context(self._instance)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-
-    async def aclose(self) -> None:
-        await self.__aexit__(None, None, None)
+    async def _open(self, stack: AsyncExitStack) -> None:
+        if self._shared_instance is None:
+            self._instance = ClientInstance(self.config.with_unique_instance_name())
+            await stack.enter_async_context(self._instance)
 
     # -- helpers ----------------------------------------------------------------------------------
 

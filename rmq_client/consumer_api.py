@@ -41,7 +41,7 @@ __all__ = [
     "PullStatus", "PullResult", "PullSysFlag", "PullAPI", "OffsetNotFoundError", "CHECK_CLIENT_CONFIG",
     "query_consumer_offset", "update_consumer_offset", "max_offset", "min_offset", "search_offset",
     "earliest_msg_store_time", "consumer_id_list", "lock_batch_mq", "unlock_batch_mq", "send_message_back",
-    "check_client_in_broker", "find_broker_in_subscribe", "queue_from_wire",
+    "check_client_in_broker", "find_broker_in_subscribe", "queue_from_wire", "stamp_offset_range",
 ]
 
 log = logging.getLogger("rmq_client")
@@ -114,6 +114,15 @@ class OffsetNotFoundError(BrokerError):
 
 def queue_from_wire(obj: Mapping[str, Any]) -> MessageQueue:
     return MessageQueue(str(obj["topic"]), str(obj["brokerName"]), int(obj["queueId"]))
+
+
+def stamp_offset_range(msgs: Iterable[MessageExt], min_offset: int, max_offset: int) -> None:
+    """Give each pulled message its queue's MIN_OFFSET / MAX_OFFSET properties, as Java's processPullResult."""
+    lo, hi = str(min_offset), str(max_offset)
+    for msg in msgs:
+        props = msg.properties
+        props[PropertyKey.MIN_OFFSET] = lo
+        props[PropertyKey.MAX_OFFSET] = hi
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -213,12 +222,8 @@ class PullAPI:
         if result.body is None:
             return []
         msgs = decode_pull_body(result.body, tags=tags or None)
-        if stamp and msgs:
-            lo, hi = str(result.min_offset), str(result.max_offset)
-            for msg in msgs:
-                props = msg.properties
-                props[PropertyKey.MIN_OFFSET] = lo
-                props[PropertyKey.MAX_OFFSET] = hi
+        if stamp:
+            stamp_offset_range(msgs, result.min_offset, result.max_offset)
         return msgs
 
     @staticmethod

@@ -30,8 +30,8 @@ import trio
 from rmq_client import consumer_api as api
 from rmq_client.consumer_config import ConsumerConfig, check_consumer_group
 from rmq_client.errors import ClientError
-from rmq_client.instance import ClientInstance, ConsumeType, MessageModel, consumer_data, only_wraps, \
-    subscription_data
+from rmq_client.instance import ClientInstance, ConsumeType, MessageModel, consumer_data, subscription_data
+from rmq_client.lifecycle import AsyncLifecycle
 from rmq_client.offset_store import LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore
 from rmq_client.rebalance import RebalanceImpl
 from rmq_client.routing import MessageQueue
@@ -48,7 +48,7 @@ class ExpressionType:
     SQL92 = "SQL92"
 
 
-class ConsumerBase:
+class ConsumerBase(AsyncLifecycle):
     """Lifecycle and the ConsumerHooks of a consumer (see the module docstring)."""
 
     consume_type: ConsumeType = ConsumeType.CONSUME_PASSIVELY
@@ -142,6 +142,15 @@ class ConsumerBase:
         if not self._running or self._closing:
             raise ClientError(f"the consumer {self.group} is not running")
 
+    async def _readable_queues(self, topic: str) -> list[MessageQueue]:
+        """The readable queues of ``topic``, its route fetched once more when none are known (may stay [])."""
+        self._check_running()
+        queues = self.instance.subscribe_queues(topic)
+        if not queues:
+            await self.instance.update_route(topic)
+            queues = self.instance.subscribe_queues(topic)
+        return queues
+
     # -- subscriptions --------------------------------------------------------------------------------
 
     def _put_subscription(self, topic: str, expression: str, expression_type: str) -> dict[str, Any]:
@@ -163,84 +172,51 @@ class ConsumerBase:
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Any:
-        await self.start()
-        return self
+    def _describe(self) -> str:
+        return f"consumer {self.group}"
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
-        return await self._finish(exc_type, exc, tb)
-
-    async def start(self) -> None:
-        """Start consuming (see the module docstring); pair with ``aclose`` in the same task."""
+    def _begin_start(self) -> None:
         if self._running or self._stack is not None:
             raise ClientError("the consumer was started already")
         self._prepare_start()
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            if self._shared_instance is None:
-                cfg = self.config if not self.clustering else self.config.with_unique_instance_name()
-                self._instance = ClientInstance(cfg)
-                await stack.enter_async_context(self._instance)
-            instance = self.instance
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            if self.clustering:
-                self._offset_store = RemoteBrokerOffsetStore(instance, self.group)
-            else:
-                self._offset_store = LocalFileOffsetStore(self.config.local_offset_store_dir, instance.client_id,
-                                                          self.group)
-            await self._offset_store.load()
-            instance.register_consumer(self.group, self)
-            self._running = True
-            await self._start_services(self._nursery)
-            for topic in list(self.subscriptions):
-                await instance.update_route(topic)
-            for sub in list(self.subscriptions.values()):
-                if sub.get("expressionType", "TAG") != ExpressionType.TAG:
-                    await api.check_client_in_broker(instance, self.group, sub)
-            await instance.send_heartbeat_to_all_brokers()
-            self._nursery.start_soon(self._run_loops)
-        except BaseException:
-            self._running = False
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            if self._instance is not None and self._instance.consumer(self.group) is self:
-                with trio.CancelScope(shield=True), trio.move_on_after(self.config.rpc_timeout_ms / 1000.0):
-                    await self._instance.unregister_consumer(self.group)
-            await stack.aclose()
-            raise
-        self._stack = stack
 
-    async def aclose(self) -> None:
-        """Stop pulling, finish consuming (bounded), commit offsets, unregister, close (idempotent)."""
-        await self._finish(None, None, None)
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Start consuming (see the module docstring)."""
+        if self._shared_instance is None:
+            cfg = self.config if not self.clustering else self.config.with_unique_instance_name()
+            self._instance = ClientInstance(cfg)
+            await stack.enter_async_context(self._instance)
+        instance = self.instance
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        if self.clustering:
+            self._offset_store = RemoteBrokerOffsetStore(instance, self.group)
+        else:
+            self._offset_store = LocalFileOffsetStore(self.config.local_offset_store_dir, instance.client_id,
+                                                      self.group)
+        await self._offset_store.load()
+        instance.register_consumer(self.group, self)
+        self._running = True
+        await self._start_services(self._nursery)
+        for topic in list(self.subscriptions):
+            await instance.update_route(topic)
+        for sub in list(self.subscriptions.values()):
+            if sub.get("expressionType", "TAG") != ExpressionType.TAG:
+                await api.check_client_in_broker(instance, self.group, sub)
+        await instance.send_heartbeat_to_all_brokers()
+        self._nursery.start_soon(self._run_loops)
 
-    async def _finish(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        self._closing = True
-        suppress: bool | None = None
-        try:
-            try:
-                with trio.CancelScope(shield=True):
-                    self._loops.cancel()
-                    await self._shutdown()
-            except Exception:
-                log.exception("consumer %s: shutdown failed", self.group)
-        finally:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            self._running = False
-            try:
-                suppress = await stack.__aexit__(exc_type, exc, tb)
-            except BaseExceptionGroup as group:
-                if not only_wraps(group, exc):
-                    raise
-                suppress = False
-        return suppress
+    async def _abort_start(self) -> None:
+        self._running = False
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        if self._instance is not None and self._instance.consumer(self.group) is self:
+            with trio.CancelScope(shield=True), trio.move_on_after(self.config.rpc_timeout_ms / 1000.0):
+                await self._instance.unregister_consumer(self.group)
 
     async def _shutdown(self) -> None:
+        """Stop pulling, finish consuming (bounded), commit offsets, unregister."""
+        self._closing = True
+        self._loops.cancel()
         timeout = self.config.rpc_timeout_ms / 1000.0 + 1
         for pq in self.rebalance.process_queue_table.values():
             pq.pull_scope.cancel()
@@ -254,6 +230,10 @@ class ConsumerBase:
             with trio.move_on_after(timeout):
                 await instance.unregister_consumer(self.group)
         await self.rebalance.destroy()
+
+    def _stopping(self) -> None:
+        super()._stopping()
+        self._running = False
 
     async def persist_consumer_offsets(self) -> None:
         """Commit the offsets of every assigned queue now (what the 5 s loop does)."""

@@ -68,6 +68,7 @@ import trio
 
 from rmq_client.config import ClientConfig, parse_namesrv_addr
 from rmq_client.errors import BrokerError, ClientError
+from rmq_client.lifecycle import AsyncLifecycle
 from rmq_client.routing import MessageQueue, TopicPublishInfo, subscribe_queues
 from rmq_common._record import decode_record
 from rmq_common.hashing import java_string_hash
@@ -192,27 +193,13 @@ def _route_key(route: TopicRouteData) -> Any:
             route.order_topic_conf)
 
 
-def only_wraps(group: BaseExceptionGroup, exc: BaseException | None) -> bool:
-    """True when ``group`` (nested groups included) holds nothing but ``exc``: the strict wrapping nurseries
-    give the body's own exception, which the caller should see unchanged."""
-    if exc is None:
-        return False
-    for inner in group.exceptions:
-        if inner is exc:
-            continue
-        if isinstance(inner, BaseExceptionGroup) and only_wraps(inner, exc):
-            continue
-        return False
-    return True
-
-
 async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
 
 
-class ClientInstance:
+class ClientInstance(AsyncLifecycle):
     """Routes, heartbeats and broker callbacks for the producers and consumers of one client id."""
 
     def __init__(self, config: ClientConfig | None = None, *, client_id: str | None = None) -> None:
@@ -262,67 +249,30 @@ class ClientInstance:
             raise ClientError("the client instance is not started")
         return self._nursery
 
-    async def __aenter__(self) -> ClientInstance:
-        await self.start()
-        return self
+    def _describe(self) -> str:
+        return f"client {self.client_id}"
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
-        return await self._finish(exc_type, exc, tb)
-
-    async def start(self) -> None:
-        """Open the nursery and the remoting client and start the refresh and heartbeat loops.
-
-        ``start`` must be paired with ``aclose`` in the same task (``async with`` does both).
-        """
+    def _begin_start(self) -> None:
         if self._started:
             raise ClientError("the client instance was started already")
         self._started = True
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self._remoting = RemotingClient(self._nursery, connect_timeout_ms=self.config.connect_timeout_ms)
-            self._remoting.register(RequestCode.CHECK_TRANSACTION_STATE, self._on_check_transaction_state)
-            self._remoting.register(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED, self._on_consumer_ids_changed)
-            self._remoting.register(RequestCode.GET_CONSUMER_RUNNING_INFO, self._on_get_consumer_running_info)
-            self._remoting.register(RequestCode.CONSUME_MESSAGE_DIRECTLY, self._on_consume_message_directly)
-            self._loops = trio.CancelScope()
-            self._nursery.start_soon(self._run_loops, self._loops)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
 
-    async def aclose(self) -> None:
-        """Unregister whatever is still registered and close every connection (idempotent)."""
-        await self._finish(None, None, None)
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Open the nursery and the remoting client and start the refresh and heartbeat loops."""
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._remoting = RemotingClient(self._nursery, connect_timeout_ms=self.config.connect_timeout_ms)
+        self._remoting.register(RequestCode.CHECK_TRANSACTION_STATE, self._on_check_transaction_state)
+        self._remoting.register(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED, self._on_consumer_ids_changed)
+        self._remoting.register(RequestCode.GET_CONSUMER_RUNNING_INFO, self._on_get_consumer_running_info)
+        self._remoting.register(RequestCode.CONSUME_MESSAGE_DIRECTLY, self._on_consume_message_directly)
+        self._loops = trio.CancelScope()
+        self._nursery.start_soon(self._run_loops, self._loops)
 
-    async def _finish(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        suppress: bool | None = None
-        try:
-            try:
-                with trio.CancelScope(shield=True):
-                    await self._shutdown()
-            except Exception:
-                log.exception("client %s: shutdown failed", self.client_id)
-        finally:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            try:
-                suppress = await stack.__aexit__(exc_type, exc, tb)
-            except BaseExceptionGroup as group:
-                # The nursery's strict wrapping of the body's own exception: let the caller see it unchanged.
-                if not only_wraps(group, exc):
-                    raise
-                suppress = False
-            finally:
-                self._closed = True
-        return suppress
+    def _after_close(self) -> None:
+        self._closed = True
 
     async def _shutdown(self) -> None:
+        """Unregister whatever is still registered and close every connection."""
         self._closing = True
         if self._loops is not None:
             self._loops.cancel()

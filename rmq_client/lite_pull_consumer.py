@@ -61,7 +61,6 @@ from rmq_client.process_queue import ProcessQueue
 from rmq_client.rebalance import PullRequest, RebalanceImpl
 from rmq_client.routing import MessageQueue
 from rmq_common.message import MessageExt
-from rmq_common.properties import PropertyKey
 
 __all__ = ["LitePullConsumer", "PolledBatch", "LitePullConsumerStats", "SubscriptionType"]
 
@@ -137,11 +136,7 @@ class PolledBatch:
     def messages(self) -> list[PulledMessage]:
         """The messages as MessageExt objects, MIN_OFFSET / MAX_OFFSET stamped as Java does."""
         msgs = self.batch.messages()
-        lo, hi = str(self.min_offset), str(self.max_offset)
-        for msg in msgs:
-            props = msg.properties
-            props[PropertyKey.MIN_OFFSET] = lo
-            props[PropertyKey.MAX_OFFSET] = hi
+        api.stamp_offset_range(msgs, self.min_offset, self.max_offset)
         return msgs
 
     def __repr__(self) -> str:
@@ -544,11 +539,7 @@ class LitePullConsumer(ConsumerBase):
 
     async def fetch_message_queues(self, topic: str) -> list[MessageQueue]:
         """The readable queues of ``topic``."""
-        self._check_running()
-        queues = self.instance.subscribe_queues(topic)
-        if not queues:
-            await self.instance.update_route(topic)
-            queues = self.instance.subscribe_queues(topic)
+        queues = await self._readable_queues(topic)
         if not queues:
             raise ClientError(f"The topic[{topic}] not exist")
         return queues

@@ -62,7 +62,8 @@ import trio
 from rmq_client.compression import compress
 from rmq_client.config import ProducerConfig
 from rmq_client.errors import BrokerError, ClientError, NoRouteError
-from rmq_client.instance import ClientInstance, only_wraps
+from rmq_client.instance import ClientInstance
+from rmq_client.lifecycle import AsyncLifecycle
 from rmq_client.routing import FaultStrategy, MessageQueue, SelectorLike, TopicPublishInfo, apply_selector
 from rmq_common import sysflag
 from rmq_common._record import encode_batch_body
@@ -279,7 +280,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Producer:
+class Producer(AsyncLifecycle):
     """Sends messages to RocketMQ-compatible brokers; ``async with`` starts and stops it.
 
     ``Producer(group, namesrv_addr, **options)``: options are ``ProducerConfig`` fields
@@ -329,70 +330,41 @@ class Producer:
     def running(self) -> bool:
         return self._running and not self._closing
 
-    async def __aenter__(self) -> Producer:
-        await self.start()
-        return self
+    def _describe(self) -> str:
+        return f"producer {self.group}"
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
-        return await self._finish(exc_type, exc, tb)
-
-    async def start(self) -> None:
-        """Start the client instance (unless shared), register the group, heartbeat the known brokers.
-
-        Pair with ``aclose`` in the same task; ``async with`` does both.
-        """
+    def _begin_start(self) -> None:
         if self._running or self._stack is not None:
             raise ClientError("the producer was started already")
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            if self._shared_instance is None:
-                self._instance = ClientInstance(self.config.with_unique_instance_name())
-                await stack.enter_async_context(self._instance)
-            instance = self.instance
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            instance.register_producer(self.group, self)
-            if self.config.auto_batch:
-                self._batcher = _AutoBatcher(self, self._nursery)
-            await instance.send_heartbeat_to_all_brokers()
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Start the client instance (unless shared), register the group, heartbeat the known brokers."""
+        if self._shared_instance is None:
+            self._instance = ClientInstance(self.config.with_unique_instance_name())
+            await stack.enter_async_context(self._instance)
+        instance = self.instance
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        instance.register_producer(self.group, self)
+        if self.config.auto_batch:
+            self._batcher = _AutoBatcher(self, self._nursery)
+        await instance.send_heartbeat_to_all_brokers()
+
+    def _opened(self) -> None:
         self._running = True
 
-    async def aclose(self) -> None:
-        """Finish the async sends in flight (bounded by the send timeout), unregister, close (idempotent)."""
-        await self._finish(None, None, None)
-
-    async def _finish(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
+    async def _shutdown(self) -> None:
+        """Finish the async sends in flight (bounded by the send timeout), unregister."""
         self._closing = True
-        suppress: bool | None = None
-        try:
-            try:
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(self.config.send_timeout_ms / 1000.0 + 1):
-                        if self._batcher is not None:
-                            self._batcher.flush_all()
-                        await self._async_idle.wait()
-                    if self._instance is not None and self._instance.producer(self.group) is self:
-                        await self._instance.unregister_producer(self.group)
-            except Exception:
-                log.exception("producer %s: shutdown failed", self.group)
-        finally:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            self._running = False
-            try:
-                suppress = await stack.__aexit__(exc_type, exc, tb)
-            except BaseExceptionGroup as group:
-                if not only_wraps(group, exc):
-                    raise
-                suppress = False
-        return suppress
+        with trio.move_on_after(self.config.send_timeout_ms / 1000.0 + 1):
+            if self._batcher is not None:
+                self._batcher.flush_all()
+            await self._async_idle.wait()
+        if self._instance is not None and self._instance.producer(self.group) is self:
+            await self._instance.unregister_producer(self.group)
+
+    def _stopping(self) -> None:
+        super()._stopping()
+        self._running = False
 
     def _check_running(self) -> None:
         if not self._running or self._closing:

@@ -930,11 +930,7 @@ class PushConsumer(ConsumerBase):
 
     async def fetch_subscribe_message_queues(self, topic: str) -> list[MessageQueue]:
         """The readable queues of ``topic`` (Java ``fetchSubscribeMessageQueues``)."""
-        self._check_running()
-        queues = self.instance.subscribe_queues(topic)
-        if not queues:
-            await self.instance.update_route(topic)
-            queues = self.instance.subscribe_queues(topic)
+        queues = await self._readable_queues(topic)
         if not queues:
             raise ClientError(f"Can not find Message Queue for this topic, {topic}")
         return queues

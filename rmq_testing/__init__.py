@@ -9,9 +9,9 @@
 ``ProcessCluster`` starts ``rmq nameserver`` and ``rmq broker`` as child processes; ``FaultProxy`` (trio) and
 ``ThreadedFaultProxy`` (plain code) sit between two of them and throttle, delay, stall or cut the link.
 """
-from rmq_testing.cluster import Cluster, embedded_cluster, test_broker_config
+from rmq_testing.cluster import Cluster, embedded_cluster, test_broker_config, wait_replicated
 from rmq_testing.processes import ProcessCluster
 from rmq_testing.proxy import Direction, FaultProxy, ThreadedFaultProxy
 
-__all__ = ["Cluster", "embedded_cluster", "test_broker_config", "ProcessCluster", "Direction", "FaultProxy",
-           "ThreadedFaultProxy"]
+__all__ = ["Cluster", "embedded_cluster", "test_broker_config", "wait_replicated", "ProcessCluster", "Direction",
+           "FaultProxy", "ThreadedFaultProxy"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +30,7 @@ from rmq_broker.clock import BrokerClock
 from rmq_broker.config import BrokerConfig
 from rmq_nameserver import NamesrvConfig, NameServer
 
-__all__ = ["Cluster", "embedded_cluster", "test_broker_config"]
+__all__ = ["Cluster", "embedded_cluster", "test_broker_config", "wait_replicated"]
 
 TEST_COMMITLOG_FILE_BYTES = 16 * 1024 * 1024
 TEST_CONSUME_QUEUE_FILE_BYTES = 30_000 * 20
@@ -89,26 +89,29 @@ class Cluster:
     def slaves_of(self, master: Broker) -> list[Broker]:
         return [s for s in self.slaves if s.config.broker_name == master.config.broker_name]
 
-    async def start_broker(self, config: BrokerConfig) -> Broker:
-        """Start a broker from ``config`` in the cluster (it stops when the cluster does).
+    async def start_broker(self, config: BrokerConfig, *, prepare: Callable[[Broker], None] | None = None) -> Broker:
+        """Start a broker from ``config`` in the cluster (it stops when the cluster does); ``prepare`` may
+        adjust the Broker object before it serves (a test's timer settings).
 
         A restart asks for the broker's old ports; on a shared machine another process may have taken one
         meanwhile. Then the broker starts on free ports instead and every other broker registers again at
         once, so slaves learn the new master address now rather than at their next registration period."""
         try:
-            return await self._start_broker(config)
+            return await self._start_broker(config, prepare)
         except BaseException as exc:
             if config.listen_port == 0 or not _address_in_use(exc):
                 raise
-        broker = await self._start_broker(dataclasses.replace(config, listen_port=0))
+        broker = await self._start_broker(dataclasses.replace(config, listen_port=0), prepare)
         for other in self.brokers + self.slaves:
             if other is not broker:
                 other.registrar.request_register()
         return broker
 
-    async def _start_broker(self, config: BrokerConfig) -> Broker:
+    async def _start_broker(self, config: BrokerConfig, prepare: Callable[[Broker], None] | None) -> Broker:
         assert self._nursery is not None, "the cluster is not running"
         broker = Broker(config, clock=self.clock)
+        if prepare is not None:
+            prepare(broker)
         scope = trio.CancelScope()
         done = trio.Event()
 
@@ -140,6 +143,13 @@ class Cluster:
                 if b is broker:
                     group[i] = new
         return new
+
+
+async def wait_replicated(master: Broker, slave: Broker, timeout_s: float = 15.0) -> None:
+    """Wait until the slave's commitlog holds every byte of the master's (and so has dispatched every record)."""
+    with trio.fail_after(timeout_s):
+        while slave.store.max_phy_offset != master.store.max_phy_offset:
+            await trio.sleep(0.01)
 
 
 def _address_in_use(exc: BaseException) -> bool:

@@ -6,71 +6,46 @@ store — standing in for what replication would have copied.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import trio
-
 from rmq_broker.broker import Broker
+from rmq_broker.config import BrokerConfig
 from rmq_remoting import RemotingClient, RemotingCommand, RequestCode, ResponseCode
 from rmq_remoting import headers as h
-from rmq_testing import embedded_cluster, test_broker_config
-
-
-class BrokerRun:
-    """One broker serving in its own cancel scope; ``stop()`` is its graceful shutdown (it unregisters)."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self._scope = trio.CancelScope()
-        self._done = trio.Event()
-
-    async def _serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            with self._scope:
-                await self.broker.serve(task_status=task_status)
-        finally:
-            self._done.set()
-
-    async def stop(self) -> None:
-        self._scope.cancel()
-        await self._done.wait()
+from rmq_testing import Cluster, embedded_cluster, test_broker_config
 
 
 class Brokers:
-    """Brokers of one test, all registered with ``namesrv``."""
+    """Brokers of one test, by key, all registered with the nameserver of ``cluster``."""
 
-    def __init__(self, root: str, namesrv: str, nursery: trio.Nursery, client: RemotingClient) -> None:
+    def __init__(self, root: str, cluster: Cluster, client: RemotingClient) -> None:
         self.root = root
-        self.namesrv = namesrv
-        self.nursery = nursery
+        self.cluster = cluster
+        self.namesrv = cluster.namesrv_addr
         self.client = client
-        self.runs: dict[str, BrokerRun] = {}
+        self.running: dict[str, Broker] = {}
+        #: Configs of the stopped brokers (their ports and store directories), for ``restart``.
+        self.stopped: dict[str, BrokerConfig] = {}
 
     def __getitem__(self, key: str) -> Broker:
-        return self.runs[key].broker
+        return self.running[key]
 
     async def start(self, key: str, broker_name: str, broker_id: int = 0, **properties: Any) -> Broker:
         config = test_broker_config(os.path.join(self.root, key), self.namesrv, broker_name=broker_name,
                                     broker_id=broker_id, **properties)
-        return await self._start(key, Broker(config))
-
-    async def _start(self, key: str, broker: Broker) -> Broker:
-        run = BrokerRun(broker)
-        await self.nursery.start(run._serve)
-        self.runs[key] = run
+        broker = self.running[key] = await self.cluster.start_broker(config)
         return broker
 
     async def stop(self, key: str) -> None:
-        await self.runs[key].stop()
+        self.stopped[key] = await self.cluster.stop_broker(self.running.pop(key))
 
     async def restart(self, key: str) -> Broker:
         """The stopped broker again, on its old port and store directory."""
-        old = self[key]
-        return await self._start(key, Broker(dataclasses.replace(old.config, listen_port=old.port)))
+        broker = self.running[key] = await self.cluster.start_broker(self.stopped.pop(key))
+        return broker
 
     async def create_topic(self, key: str, topic: str, queues: int) -> None:
         resp = await self.client.invoke(self[key].broker_addr, RemotingCommand.request(
@@ -83,9 +58,5 @@ class Brokers:
 @asynccontextmanager
 async def brokers(tmp_path: os.PathLike[str] | str) -> AsyncIterator[Brokers]:
     root = os.fspath(tmp_path)
-    async with embedded_cluster(root, brokers=0) as cluster, RemotingClient() as client, \
-            trio.open_nursery() as nursery:
-        try:
-            yield Brokers(root, cluster.namesrv_addr, nursery, client)
-        finally:
-            nursery.cancel_scope.cancel()
+    async with embedded_cluster(root, brokers=0) as cluster, RemotingClient() as client:
+        yield Brokers(root, cluster, client)

@@ -15,6 +15,7 @@ from consumer_support import FAST, Collector, wait_until
 
 from rmq_client import Producer, PushConsumer, make_message
 from rmq_client.consumer_api import find_broker_in_subscribe
+from rmq_testing import wait_replicated
 
 TOPIC = "SlaveReadT"
 GROUP = "CG_slave_read"
@@ -46,7 +47,7 @@ def test_consumer_follows_the_masters_suggestion_to_the_slave(tmp_path) -> None:
             await slave.slave_sync.sync_all()
             want = bodies("m", 100)
             master.store.put_batch(TOPIC, want, 0)
-            await replicated(master, slave)
+            await wait_replicated(master, slave)
             seen = Collector()
             consumer = PushConsumer(GROUP, b.namesrv, **FAST)
             consumer.subscribe(TOPIC, "*")
@@ -70,7 +71,7 @@ def test_master_down_consumer_reads_the_slave_and_the_master_takes_the_offsets_b
             await slave.slave_sync.sync_all()
             first = bodies("first", 20)
             master.store.put_batch(TOPIC, first, 0)
-            await replicated(master, slave)
+            await wait_replicated(master, slave)
             seen = Collector()
             consumer = PushConsumer(GROUP, b.namesrv, **FAST, **QUICK_ROUTES, **SHORT_HOLDS)
             consumer.subscribe(TOPIC, "*")
@@ -85,7 +86,7 @@ def test_master_down_consumer_reads_the_slave_and_the_master_takes_the_offsets_b
                 await wait_until(lambda: master.holds.held == 0, "no pull held on the master")
                 later = bodies("later", 10)
                 master.store.put_batch(TOPIC, later, 0)
-                await replicated(master, slave)
+                await wait_replicated(master, slave)
                 await b.stop("a")
                 consumer.resume()
 
@@ -136,7 +137,7 @@ def test_a_consumer_started_while_the_master_is_down_resumes_from_the_committed_
             assert slave.offsets.query(GROUP, TOPIC, 0) == 20
 
             master.store.put_batch(TOPIC, later, 0)
-            await replicated(master, slave)
+            await wait_replicated(master, slave)
             await b.stop("a")
 
             seen_later = Collector()
@@ -148,13 +149,6 @@ def test_a_consumer_started_while_the_master_is_down_resumes_from_the_committed_
                 await wait_until(lambda: slave.offsets.query(GROUP, TOPIC, 0) == 30, "offset 30 on the slave")
             assert sorted(seen_bodies(seen_later)) == sorted(later), "nothing of the first 20 again"
     run(main, 60)
-
-
-async def replicated(master, slave, timeout_s: float = 15.0) -> None:
-    """Wait until the slave's commitlog holds every byte of the master's."""
-    with trio.fail_after(timeout_s):
-        while slave.store.max_phy_offset != master.store.max_phy_offset:
-            await trio.sleep(0.01)
 
 
 def test_producer_skips_a_group_whose_master_is_gone_while_its_slave_is_routed(tmp_path) -> None:
