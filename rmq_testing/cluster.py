@@ -74,7 +74,9 @@ class Cluster:
     slaves: list[Broker] = field(default_factory=list)           # every slave, group by group
     clock: BrokerClock | None = None
     _nursery: trio.Nursery | None = None
-    _running: dict[int, tuple[trio.CancelScope, trio.Event]] = field(default_factory=dict)
+    #: Every broker serving now (started by ``start_broker``, not yet stopped), by ``id()``: its cancel scope, the
+    #: event set when it has ended, and the broker itself.
+    _running: dict[int, tuple[trio.CancelScope, trio.Event, Broker]] = field(default_factory=dict)
 
     @property
     def namesrv_addr(self) -> str:
@@ -94,17 +96,22 @@ class Cluster:
         adjust the Broker object before it serves (a test's timer settings).
 
         A restart asks for the broker's old ports; on a shared machine another process may have taken one
-        meanwhile. Then the broker starts on free ports instead and every other broker registers again at
-        once, so slaves learn the new master address now rather than at their next registration period."""
+        meanwhile. Then the broker starts on free ports instead (its HA port alone may also have moved: it is
+        listenPort + 1 only when that was free). After any restart every other broker registers again at once,
+        so slaves learn the master's current addresses now rather than at their next registration period."""
+        restarting = config.listen_port != 0
         try:
-            return await self._start_broker(config, prepare)
+            broker = await self._start_broker(config, prepare)
         except BaseException as exc:
-            if config.listen_port == 0 or not _address_in_use(exc):
+            if not restarting or not _address_in_use(exc):
                 raise
-        broker = await self._start_broker(dataclasses.replace(config, listen_port=0), prepare)
-        for other in self.brokers + self.slaves:
-            if other is not broker:
-                other.registrar.request_register()
+            broker = await self._start_broker(dataclasses.replace(config, listen_port=0), prepare)
+        if restarting:
+            # every running broker, including ones a test restarted with stop_broker + start_broker (those are
+            # not in ``brokers`` / ``slaves``)
+            for _, _, other in list(self._running.values()):
+                if other is not broker:
+                    other.registrar.request_register()
         return broker
 
     async def _start_broker(self, config: BrokerConfig, prepare: Callable[[Broker], None] | None) -> Broker:
@@ -123,13 +130,13 @@ class Cluster:
                 done.set()
 
         await self._nursery.start(run)
-        self._running[id(broker)] = (scope, done)
+        self._running[id(broker)] = (scope, done, broker)
         return broker
 
     async def stop_broker(self, broker: Broker) -> BrokerConfig:
         """Shut ``broker`` down gracefully (it unregisters, closes its store) and wait until it has. Returns
         a config to start it again with: the same store directory and the same listen port."""
-        scope, done = self._running.pop(id(broker))
+        scope, done, _ = self._running.pop(id(broker))
         scope.cancel()
         await done.wait()
         return dataclasses.replace(broker.config, listen_port=broker.port)
