@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Client-side decoding of PULL_MESSAGE bodies: stored records concatenated (PROTOCOL.md §4.1, §5.2).
 
-One C pass over the body per call, through rmq_common._record's ``parse_record``; nothing is parsed twice.
+One C pass over the body per call, through rmq_common._record's ``parse_record_any`` (v1 and v2 records); nothing is parsed twice.
 
 * ``decode_pull_body`` → ``list[PulledMessage]``: ``MessageExt`` objects whose slots are filled straight from C,
   their property string kept as raw bytes and decoded into the ``properties`` dict on first access.
@@ -28,7 +28,7 @@ from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy
 
 from rmq_common._record cimport (
-    RecordView, parse_record, masked_crc32, rmq_get_i16, rmq_get_i32, rmq_get_i64,
+    RecordView, parse_record_any, masked_crc32, rmq_get_i16, rmq_get_i32, rmq_get_i64,
     MAGIC_V1, MAGIC_V2, HOST_V4_LEN, HOST_V6_LEN, SYSFLAG_BORNHOST_V6, SYSFLAG_STOREHOST_V6,
     RECORD_OK, RECORD_BLANK, RECORD_END, RECORD_BAD_MAGIC, RECORD_BAD_SIZE, RECORD_TRUNCATED,
 )
@@ -64,8 +64,6 @@ cdef extern from "Python.h":
 cdef enum:
     COMPRESSED = 0x1
     COMPRESSION_BITS = 0x701
-    # Fixed part of a v2 record with IPv4 hosts (one byte more for the topic length than v1).
-    RECORD_FIXED_V2 = 84 + 4 + 2 + 2
     HOST_CACHE = 64
     TOPIC_CACHE = 16
     MAX_TOPIC_BYTES = 32767
@@ -93,65 +91,13 @@ _RC_TEXT = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Record parsing (v1 through rmq_common._record; v2 here)
+# Record parsing (v1 and v2, by rmq_common._record.parse_record_any)
 # ---------------------------------------------------------------------------------------------
-
-cdef int _parse_v2(const unsigned char *p, Py_ssize_t avail, RecordView *rv) noexcept nogil:
-    """parse_record for a v2 record (2-byte topic length); the fixed fields are already read."""
-    cdef Py_ssize_t pos
-    if rv.total_size < RECORD_FIXED_V2:
-        return RECORD_BAD_SIZE
-    if rv.total_size > avail:
-        return RECORD_TRUNCATED
-    rv.body_crc = rmq_get_i32(p + 8)
-    rv.queue_id = rmq_get_i32(p + 12)
-    rv.flag = rmq_get_i32(p + 16)
-    rv.queue_offset = rmq_get_i64(p + 20)
-    rv.phy_offset = rmq_get_i64(p + 28)
-    rv.sys_flag = rmq_get_i32(p + 36)
-    rv.born_timestamp = rmq_get_i64(p + 40)
-    rv.born_host_off = 48
-    rv.born_host_len = HOST_V6_LEN if rv.sys_flag & SYSFLAG_BORNHOST_V6 else HOST_V4_LEN
-    pos = 48 + rv.born_host_len
-    rv.store_timestamp = rmq_get_i64(p + pos)
-    rv.store_host_off = <int32_t>(pos + 8)
-    rv.store_host_len = HOST_V6_LEN if rv.sys_flag & SYSFLAG_STOREHOST_V6 else HOST_V4_LEN
-    pos += 8 + rv.store_host_len
-    if pos + 16 > rv.total_size:
-        return RECORD_BAD_SIZE
-    rv.reconsume_times = rmq_get_i32(p + pos)
-    rv.prepared_tx_offset = rmq_get_i64(p + pos + 4)
-    rv.body_len = rmq_get_i32(p + pos + 12)
-    pos += 16
-    rv.body_off = <int32_t>pos
-    if rv.body_len < 0 or pos + rv.body_len + 2 > rv.total_size:
-        return RECORD_BAD_SIZE
-    pos += rv.body_len
-    rv.topic_len = rmq_get_i16(p + pos)
-    rv.topic_off = <int32_t>(pos + 2)
-    if rv.topic_len < 0:
-        return RECORD_BAD_SIZE
-    pos += 2 + rv.topic_len
-    if pos + 2 > rv.total_size:
-        return RECORD_BAD_SIZE
-    rv.props_len = rmq_get_i16(p + pos)
-    rv.props_off = <int32_t>(pos + 2)
-    if rv.props_len < 0 or pos + 2 + rv.props_len != rv.total_size:
-        return RECORD_BAD_SIZE
-    return RECORD_OK
-
-
-cdef inline int _parse(const unsigned char *p, Py_ssize_t avail, RecordView *rv) noexcept nogil:
-    cdef int rc = parse_record(p, avail, rv)
-    if rc == RECORD_BAD_MAGIC and rv.magic == MAGIC_V2:
-        return _parse_v2(p, avail, rv)
-    return rc
-
 
 cdef int _next_record(const unsigned char *base, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t idx,
                       bint check_crc, RecordView *rv) except -1:
     """Parse the record at ``pos`` or raise RecordError naming it."""
-    cdef int rc = _parse(base + pos, n - pos, rv)
+    cdef int rc = parse_record_any(base + pos, n - pos, rv)
     if rc != RECORD_OK:
         raise RecordError(f"record {idx} at offset {pos}: {_RC_TEXT.get(rc, rc)}")
     if check_crc and masked_crc32(base + pos + rv.body_off, rv.body_len) != rv.body_crc:

@@ -82,6 +82,8 @@ cdef enum:
     HOST_V6_LEN = 20
     # Fixed part of a record with IPv4 hosts: everything but body, topic and properties bytes.
     RECORD_FIXED_V4 = 84 + 4 + 1 + 2
+    # The same for a v2 record (MAGIC_V2, RocketMQ 5.x): its topic length takes 2 bytes instead of 1.
+    RECORD_FIXED_V2 = 84 + 4 + 2 + 2
     MAX_TOPIC_LENGTH_V1 = 127
     MAX_PROPERTIES_LENGTH = 32767
     # Batch body items (drawing above).
@@ -170,6 +172,7 @@ cdef int32_t masked_crc32(const unsigned char *p, Py_ssize_t n) noexcept nogil
 cdef int32_t java_hash_utf8(const unsigned char *p, Py_ssize_t n, int32_t h) noexcept nogil
 cdef int32_t index_hash(int32_t java_hash) noexcept nogil
 cdef int parse_record(const unsigned char *p, Py_ssize_t avail, RecordView *rv) noexcept nogil
+cdef int parse_record_any(const unsigned char *p, Py_ssize_t avail, RecordView *rv) noexcept nogil
 cdef int validate_record(const unsigned char *p, Py_ssize_t avail, int64_t expect_phy,
                          bint check_crc, RecordView *rv) noexcept nogil
 cdef void scan_properties(const unsigned char *p, Py_ssize_t n, PropertyScan *out) noexcept nogil

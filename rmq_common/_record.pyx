@@ -136,9 +136,13 @@ cdef Py_ssize_t write_record(unsigned char *d, int32_t total_size, int32_t body_
     return p - d
 
 
-cdef int parse_record(const unsigned char *p, Py_ssize_t avail, RecordView *rv) noexcept nogil:
-    """Locate every field of the record at ``p``; no CRC check. Returns RECORD_* codes."""
+cdef inline int _parse_record(const unsigned char *p, Py_ssize_t avail, RecordView *rv,
+                              bint accept_v2) noexcept nogil:
+    """Locate every field of the record at ``p``; no CRC check. v1 records have a 1-byte topic length, v2 ones
+    (RocketMQ 5.x) a 2-byte one; everything else is laid out alike. Returns RECORD_* codes."""
     cdef Py_ssize_t pos
+    cdef int topic_len_bytes
+    cdef Py_ssize_t fixed_size
     if avail < 8:
         return RECORD_TRUNCATED if avail > 0 else RECORD_END
     rv.total_size = rmq_get_i32(p)
@@ -147,10 +151,14 @@ cdef int parse_record(const unsigned char *p, Py_ssize_t avail, RecordView *rv) 
         return RECORD_END
     if rv.magic == MAGIC_BLANK:
         return RECORD_BLANK if rv.total_size >= 8 and rv.total_size <= avail else RECORD_BAD_SIZE
-    if rv.magic != MAGIC_V1:
+    if rv.magic == MAGIC_V1:
+        topic_len_bytes, fixed_size = 1, RECORD_FIXED_V4
+    elif rv.magic == MAGIC_V2 and accept_v2:
+        topic_len_bytes, fixed_size = 2, RECORD_FIXED_V2
+    else:
         return RECORD_BAD_MAGIC
-    if rv.total_size < RECORD_FIXED_V4 or rv.total_size > avail:
-        return RECORD_BAD_SIZE if rv.total_size < RECORD_FIXED_V4 else RECORD_TRUNCATED
+    if rv.total_size < fixed_size or rv.total_size > avail:
+        return RECORD_BAD_SIZE if rv.total_size < fixed_size else RECORD_TRUNCATED
     rv.body_crc = rmq_get_i32(p + 8)
     rv.queue_id = rmq_get_i32(p + 12)
     rv.flag = rmq_get_i32(p + 16)
@@ -172,12 +180,17 @@ cdef int parse_record(const unsigned char *p, Py_ssize_t avail, RecordView *rv) 
     rv.body_len = rmq_get_i32(p + pos + 12)
     pos += 16
     rv.body_off = <int32_t>pos
-    if rv.body_len < 0 or pos + rv.body_len + 1 > rv.total_size:
+    if rv.body_len < 0 or pos + rv.body_len + topic_len_bytes > rv.total_size:
         return RECORD_BAD_SIZE
     pos += rv.body_len
-    rv.topic_len = p[pos]
-    rv.topic_off = <int32_t>(pos + 1)
-    pos += 1 + rv.topic_len
+    if topic_len_bytes == 1:
+        rv.topic_len = p[pos]
+    else:
+        rv.topic_len = rmq_get_i16(p + pos)
+        if rv.topic_len < 0:
+            return RECORD_BAD_SIZE
+    rv.topic_off = <int32_t>(pos + topic_len_bytes)
+    pos += topic_len_bytes + rv.topic_len
     if pos + 2 > rv.total_size:
         return RECORD_BAD_SIZE
     rv.props_len = rmq_get_i16(p + pos)
@@ -185,6 +198,16 @@ cdef int parse_record(const unsigned char *p, Py_ssize_t avail, RecordView *rv) 
     if rv.props_len < 0 or pos + 2 + rv.props_len != rv.total_size:
         return RECORD_BAD_SIZE
     return RECORD_OK
+
+
+cdef int parse_record(const unsigned char *p, Py_ssize_t avail, RecordView *rv) noexcept nogil:
+    """A v1 record, the only kind the store writes (a v2 one is RECORD_BAD_MAGIC here)."""
+    return _parse_record(p, avail, rv, False)
+
+
+cdef int parse_record_any(const unsigned char *p, Py_ssize_t avail, RecordView *rv) noexcept nogil:
+    """A v1 or v2 record: what a client may be sent by RocketMQ 5.x brokers."""
+    return _parse_record(p, avail, rv, True)
 
 
 cdef int validate_record(const unsigned char *p, Py_ssize_t avail, int64_t expect_phy,
