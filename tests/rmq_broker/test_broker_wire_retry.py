@@ -8,13 +8,12 @@ the 16 retries of the default 18 levels — hours of broker time — take a frac
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import orjson
 import trio
 import trio.testing
-from broker_wire_support import GROUP, props, run, wire
+from broker_wire_support import GROUP, props, run, run_mock, wire
 
 from rmq_broker.clock import BrokerClock
 from rmq_common._record import decode_records
@@ -26,27 +25,6 @@ from rmq_remoting import headers as h
 RETRY = f"%RETRY%{GROUP}"
 DLQ = f"%DLQ%{GROUP}"
 LEVELS_MS = parse_delay_levels(DEFAULT_DELAY_LEVELS)
-
-
-def run_on_mock_clock(fn, clock, real_timeout_s: float = 30.0) -> None:
-    """``trio.run(fn)`` on ``clock``, bounded in real time: a ``fail_after`` would be on the mock clock, which
-    the test jumps by hours."""
-    async def bounded() -> None:
-        token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as scope:
-            def expire() -> None:
-                try:
-                    token.run_sync_soon(scope.cancel)
-                except trio.RunFinishedError:
-                    pass
-            timer = threading.Timer(real_timeout_s, expire)
-            timer.start()
-            try:
-                await fn()
-            finally:
-                timer.cancel()
-        assert not scope.cancelled_caught, f"the test took more than {real_timeout_s} s of real time"
-    trio.run(bounded, clock=clock)
 
 
 async def send_back(w, offset: int, *, group: str = GROUP, delay_level: int = 0,
@@ -177,7 +155,7 @@ def test_sixteen_retries_then_dlq_on_mock_clock_in_well_under_a_second(tmp_path)
             # loaded CI box cannot make it flaky; what it rules out is waiting for the real delays.
             assert elapsed < 10.0, f"16 retries and the DLQ move took {elapsed:.2f} s of real time"
 
-    run_on_mock_clock(main, clock)
+    run_mock(main, clock, real_timeout_s=30.0)
 
 
 def test_max_reconsume_times_from_group_and_request(tmp_path) -> None:

@@ -5,11 +5,10 @@ test_broker_wire_delay.py explains). Runs are bounded in real time, not on the m
 """
 from __future__ import annotations
 
-import threading
 
 import trio
 import trio.testing
-from broker_wire_support import Wire, props, wire
+from broker_wire_support import Wire, props, run_mock, wire
 
 from rmq_broker.clock import BrokerClock
 from rmq_common._record import decode_records, encode_batch_body
@@ -17,25 +16,6 @@ from rmq_remoting import RequestCode, ResponseCode
 
 DAY_MS = 24 * 3600 * 1000
 TIMER_TOPIC = "rmq_sys_wheel_timer"
-
-
-def run_on_mock_clock(fn, clock: trio.testing.MockClock, real_timeout_s: float = 60.0) -> None:
-    async def bounded() -> None:
-        token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as scope:
-            def expire() -> None:
-                try:
-                    token.run_sync_soon(scope.cancel)
-                except trio.RunFinishedError:
-                    pass
-            timer = threading.Timer(real_timeout_s, expire)
-            timer.start()
-            try:
-                await fn()
-            finally:
-                timer.cancel()
-        assert not scope.cancelled_caught, f"the test took more than {real_timeout_s} s of real time"
-    trio.run(bounded, clock=clock)
 
 
 async def settle(w: Wire, rounds: int = 5) -> None:
@@ -90,7 +70,7 @@ def test_a_timer_7_days_out_is_delivered_on_time_not_before(tmp_path) -> None:
             await jump_to(clock, bc, w, deliver + DAY_MS)
             assert len(await records(w, "TimerT", 1)) == 1
 
-    run_on_mock_clock(main, clock)
+    run_mock(main, clock, real_timeout_s=60.0)
 
 
 def test_delay_sec_delay_ms_and_deliver_ms_each(tmp_path) -> None:
@@ -113,7 +93,7 @@ def test_delay_sec_delay_ms_and_deliver_ms_each(tmp_path) -> None:
                 [msg] = await records(w, "Each", queue_id)
                 assert due[queue_id] <= msg.store_timestamp <= due[queue_id] + 1000
 
-    run_on_mock_clock(main, clock)
+    run_mock(main, clock, real_timeout_s=60.0)
 
 
 def test_refusals_and_pass_throughs(tmp_path) -> None:
@@ -161,7 +141,7 @@ def test_refusals_and_pass_throughs(tmp_path) -> None:
             await w.send_ok("Ref", b"ten years", properties=props(TIMER_DELAY_SEC=str(9 * 365 * 24 * 3600)))
             assert await w.max_offset(TIMER_TOPIC) == 1
 
-    run_on_mock_clock(main, clock)
+    run_mock(main, clock, real_timeout_s=60.0)
 
 
 def test_a_restart_in_the_middle_loses_nothing_and_delivers_nothing_twice(tmp_path) -> None:
@@ -195,4 +175,4 @@ def test_a_restart_in_the_middle_loses_nothing_and_delivers_nothing_twice(tmp_pa
             got = await delivered(w)
             assert len(got) == n and len(set(got)) == n
 
-    run_on_mock_clock(main, clock)
+    run_mock(main, clock, real_timeout_s=60.0)
