@@ -1,10 +1,11 @@
-"""Argument types the benchmark commands (``rmq bench-store``, ``rmq bench-client``) share."""
+"""What the benchmark commands share: argument types and stopping their child processes."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 from collections.abc import Callable, Iterable
 
-__all__ = ["positive_int", "parse_sizes", "parse_peers"]
+__all__ = ["positive_int", "parse_sizes", "parse_peers", "stop_child"]
 
 
 def positive_int(text: str) -> int:
@@ -40,3 +41,22 @@ def parse_peers(known: Iterable[str]) -> Callable[[str], tuple[str, ...]]:
         return tuple(dict.fromkeys(names))
 
     return parse
+
+
+def stop_child(proc: subprocess.Popen, *, graceful_s: float, terminate_s: float) -> None:
+    """End a benchmark's child process that exits when its stdin closes: close stdin and wait ``graceful_s``,
+    then SIGTERM and wait ``terminate_s``, then SIGKILL; its stdout pipe is closed in every case."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=graceful_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=terminate_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()

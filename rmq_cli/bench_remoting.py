@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Final
 from rich.console import Console
 from rich.table import Table
 
+from rmq_cli.bench_common import stop_child
+
 if TYPE_CHECKING:
     from rmq_cli.main import SubParsers
     from rmq_cli.remoting_runners import Plan, RpcResult
@@ -229,20 +231,7 @@ def server_process(kind: str) -> Iterator[int]:
             raise BenchError(f"{kind} server did not start (exit status {proc.poll()}, said {line!r})")
         yield int(line.split()[1])
     finally:
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+        stop_child(proc, graceful_s=5, terminate_s=5)
 
 
 @dataclass(frozen=True)

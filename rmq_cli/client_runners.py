@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from typing import Any, Final
 
 import trio
 
+from rmq_cli.bench_common import stop_child
 from rmq_cli.client_report import OP_CONSUME, OP_E2E, OP_PRODUCE, RMQ, Meter, RunResult
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -130,22 +132,9 @@ def embedded_cluster_process(properties: Mapping[str, Any], parent: Path | None 
         yield ClusterInfo(namesrv, broker, str(data_dir), dict(properties))
     finally:
         try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_child(proc, graceful_s=30, terminate_s=10)
         finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
             log.close()
-            import shutil
-
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
